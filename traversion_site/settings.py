@@ -1,0 +1,309 @@
+"""Traversion settings.
+
+Every knob is read from the environment (or a `.env` file next to manage.py) through
+django-environ. A value that cannot be parsed, or is out of range, raises
+ImproperlyConfigured at start-up with the variable's name, never later at 3 a.m.
+
+Intervals that come from the monitoring guide keep its names and its unit: milliseconds.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("TRAVERSION_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _setting(name: str, cast, default, *, minimum: float | None = None, choices=None):
+    """Read one variable, turning every parse error into ImproperlyConfigured(name)."""
+    try:
+        value = cast(name, default=default)
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(
+            f"{name}={env.str(name, default='')!r} is invalid: {exc}"
+        ) from exc
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value!r} is invalid: must be >= {minimum}")
+    if choices is not None and value not in choices:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is invalid: expected one of {', '.join(choices)}"
+        )
+    return value
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default="").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is invalid: expected true or false")
+
+
+def _url(name: str, default: str, schemes: tuple[str, ...]) -> str:
+    value = env.str(name, default=default).strip()
+    if not value:
+        return value
+    parsed = urlparse(value)
+    if parsed.scheme not in schemes:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is invalid: scheme must be one of {', '.join(schemes)}"
+        )
+    return value
+
+
+# --- core -----------------------------------------------------------------
+DEBUG = _bool("DEBUG", False)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set (set it, or DEBUG=true for a throwaway development key)"
+        )
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+ADMIN_PASSWORD = env.str("ADMIN_PASSWORD", default="")
+PUBLIC_URL = _url("PUBLIC_URL", "http://127.0.0.1:8000", ("http", "https")).rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt",
+    "django_filters",
+    "drf_spectacular",
+    "tenants",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "traversion_site.urls"
+WSGI_APPLICATION = "traversion_site.wsgi.application"
+ASGI_APPLICATION = "traversion_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ---------------------------------------------------------------
+DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'traversion.sqlite3'}")
+try:
+    _db = env.db_url_config(DATABASE_URL)
+except (ValueError, KeyError) as exc:  # unknown scheme or unparsable URL
+    raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} is invalid: {exc}") from exc
+if _db["ENGINE"] not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
+    raise ImproperlyConfigured(
+        f"DATABASE_URL={DATABASE_URL!r} is invalid: use postgres:// or sqlite:///"
+    )
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share one file: wait for locks instead of failing, and take
+    # the write lock at BEGIN so two writers never deadlock on an upgrade.
+    _db["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    _db.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+    _db["CONN_HEALTH_CHECKS"] = True
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- cache and broker -------------------------------------------------------
+REDIS_URL = _url("REDIS_URL", "", ("redis", "rediss", "unix"))
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "traversion",
+        }
+    }
+else:
+    # A file cache is shared by every process on the machine, unlike local memory.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
+CELERY_BROKER_URL = _url(
+    "CELERY_BROKER_URL",
+    "filesystem://",
+    ("filesystem", "redis", "rediss", "amqp", "pyamqp", "memory", "sqla+sqlite"),
+)
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _queue_dir = VAR_DIR / "broker" / "queue"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir),
+        "data_folder_out": str(_queue_dir),
+        "processed_folder": str(VAR_DIR / "broker" / "processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+HEARTBEAT_INTERVAL_SECONDS = _setting("HEARTBEAT_INTERVAL_SECONDS", env.float, 10.0, minimum=1)
+# /readyz reports beat as down once the last heartbeat is older than this.
+HEARTBEAT_STALE_SECONDS = HEARTBEAT_INTERVAL_SECONDS * 6
+
+CELERY_BEAT_SCHEDULE = {
+    "heartbeat": {
+        "task": "traversion.heartbeat",
+        "schedule": HEARTBEAT_INTERVAL_SECONDS,
+        "options": {"expires": HEARTBEAT_INTERVAL_SECONDS},
+    },
+}
+
+# --- monitoring (names and units from the monitoring guide) ---------------------
+PROMETHEUS_URL = _url("PROMETHEUS_URL", "http://127.0.0.1:9090", ("http", "https")).rstrip("/")
+GRAFANA_URL = _url("GRAFANA_URL", "http://127.0.0.1:3000", ("http", "https")).rstrip("/")
+GRAFANA_TOKEN = env.str("GRAFANA_TOKEN", default="")
+ENABLE_METRICS = _bool("ENABLE_METRICS", True)
+METRICS_COLLECTION_INTERVAL = _setting("METRICS_COLLECTION_INTERVAL", env.int, 10_000, minimum=0)
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+# --- alerting ----------------------------------------------------------------------
+ALERT_CHECK_INTERVAL = _setting("ALERT_CHECK_INTERVAL", env.int, 60_000, minimum=1_000)
+ALERT_COOLDOWN = _setting("ALERT_COOLDOWN", env.int, 300_000, minimum=0)
+ALERT_TICK_SECONDS = _setting("ALERT_TICK_SECONDS", env.float, 1.0, minimum=0.1)
+ALERT_GROUP_WAIT = _setting("ALERT_GROUP_WAIT", env.int, 500, minimum=0)
+ALERT_SQL_TIMEOUT_MS = _setting("ALERT_SQL_TIMEOUT_MS", env.int, 5_000, minimum=100)
+ALERT_HISTORY_RETENTION_DAYS = _setting("ALERT_HISTORY_RETENTION_DAYS", env.int, 90, minimum=1)
+EVENT_RETENTION_DAYS = _setting("EVENT_RETENTION_DAYS", env.int, 30, minimum=1)
+
+# --- notifications ----------------------------------------------------------------
+SMTP_HOST = env.str("SMTP_HOST", default="localhost")
+SMTP_PORT = _setting("SMTP_PORT", env.int, 25, minimum=1)
+SMTP_USER = env.str("SMTP_USER", default="")
+SMTP_PASS = env.str("SMTP_PASS", default="")
+SMTP_SECURITY = _setting(
+    "SMTP_SECURITY",
+    env.str,
+    "starttls" if SMTP_PORT == 587 else "none",
+    choices=("none", "starttls", "ssl"),
+)
+SMTP_TIMEOUT_SECONDS = _setting("SMTP_TIMEOUT_SECONDS", env.float, 10.0, minimum=0.1)
+ALERT_FROM_EMAIL = env.str("ALERT_FROM_EMAIL", default="traversion@localhost")
+ALERT_TO_EMAIL = env.list("ALERT_TO_EMAIL", default=[])
+SLACK_WEBHOOK = _url("SLACK_WEBHOOK", "", ("http", "https"))
+PAGERDUTY_KEY = env.str("PAGERDUTY_KEY", default="")
+PAGERDUTY_API_URL = _url(
+    "PAGERDUTY_API_URL", "https://events.pagerduty.com/v2/enqueue", ("http", "https")
+)
+
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = SMTP_HOST
+EMAIL_PORT = SMTP_PORT
+EMAIL_HOST_USER = SMTP_USER
+EMAIL_HOST_PASSWORD = SMTP_PASS
+EMAIL_USE_TLS = SMTP_SECURITY == "starttls"
+EMAIL_USE_SSL = SMTP_SECURITY == "ssl"
+EMAIL_TIMEOUT = SMTP_TIMEOUT_SECONDS
+DEFAULT_FROM_EMAIL = ALERT_FROM_EMAIL
+SERVER_EMAIL = ALERT_FROM_EMAIL
+
+# --- API ------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.api.authentication.ApiKeyAuthentication",
+        "tenants.api.authentication.AuditedJWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(
+        seconds=_setting("JWT_ACCESS_LIFETIME_SECONDS", env.int, 900, minimum=1)
+    ),
+    "REFRESH_TOKEN_LIFETIME": timedelta(
+        seconds=_setting("JWT_REFRESH_LIFETIME_SECONDS", env.int, 86_400, minimum=1)
+    ),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "UPDATE_LAST_LOGIN": True,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Traversion monitoring & alerting API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- i18n, static, logging ----------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # serve admin assets without a collectstatic step
+LOGIN_URL = "/admin/login/"
+
+LOG_LEVEL = _setting(
+    "LOG_LEVEL", env.str, "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
