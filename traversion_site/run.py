@@ -105,12 +105,10 @@ def run_setup() -> None:
 
 
 def stop_all(children: dict[str, subprocess.Popen]) -> None:
+    # SIGTERM to each leader: gunicorn and Celery stop their own children gracefully.
     for proc in children.values():
         if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     for proc in children.values():
         try:

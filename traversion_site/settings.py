@@ -90,6 +90,8 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "tenants",
+    "metrics",
+    "alerts",
 ]
 
 MIDDLEWARE = [
