@@ -102,3 +102,15 @@ FLAP_THRESHOLD = 6
 FLAP_WINDOW_SECONDS = 600
 #: A grouped message lists this many instances and counts the rest.
 GROUP_LIST_LIMIT = 5
+
+#: Whether a channel type sends resolved notifications when the channel does not say.
+SEND_RESOLVED_DEFAULT = {
+    ChannelType.EMAIL: False,
+    ChannelType.SLACK: False,
+    ChannelType.PAGERDUTY: True,
+    ChannelType.WEBHOOK: True,
+}
+#: Channel types that are told when an instance is acknowledged.
+ACKNOWLEDGE_CHANNEL_TYPES = frozenset({ChannelType.PAGERDUTY})
+#: Celery task that delivers one group of ledger rows (see alerts/delivery.py).
+DELIVER_GROUP_TASK = "alerts.deliver_group"

@@ -11,6 +11,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "traversion_site.settings")
 app = Celery("traversion")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Notification delivery tasks live next to the transports, in each app's delivery.py.
+app.autodiscover_tasks(related_name="delivery")
 
 
 @app.task(name="traversion.heartbeat", ignore_result=True)
