@@ -31,6 +31,13 @@ test: venv-dev
 	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-for-the-suite-0123456789} \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks (bench/, figures in docs/BENCHMARKS.md): `make bench` runs every scenario;
+# `make bench BENCH_ARGS="metrics_overhead --rounds 9"` runs one; `python -m bench list`.
+BENCH_ARGS ?= all
+
+bench: venv
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: venv-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

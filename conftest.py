@@ -133,3 +133,12 @@ def api_key_for(tenant_a, tenant_b):
 def fast_password_hashing(settings):
     # PBKDF2 costs ~0.4 s per user; tests create many users and prove nothing about it.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def reset_login_rate_limits():
+    # Failed-login counters live in the shared cache and would carry over from one test
+    # (or one run) to the next; every test starts with none.
+    from tenants.ratelimit import reset_all
+
+    reset_all()

@@ -64,6 +64,11 @@ class NotificationKind(models.TextChoices):
     REPEAT = "repeat", "Repeat (still firing after cooldown)"
     ACKNOWLEDGE = "acknowledge", "Acknowledged"
     TEST = "test", "Test"
+    #: Entered `flapping`: notified once, then quiet until the instance is stable again.
+    FLAPPING = "flapping", "Flapping"
+    #: Any other transition (pending, back to inactive, nodata, error, recovery): history
+    #: only, no channel is notified.
+    STATE = "state", "State change (history only)"
 
 
 class NotificationStatus(models.TextChoices):
@@ -95,7 +100,13 @@ class AuditAction:
     CHANNEL_CREATED = "channel.created"
     CHANNEL_UPDATED = "channel.updated"
     CHANNEL_DELETED = "channel.deleted"
+    CHANNEL_TESTED = "channel.tested"
+    SILENCE_UPDATED = "silence.updated"
+    NOTIFICATION_RESENT = "notification.resent"
 
+
+#: Kinds recorded in history that no channel is told about.
+HISTORY_ONLY_KINDS = frozenset({NotificationKind.STATE})
 
 #: Flapping: more than FLAP_THRESHOLD state changes within FLAP_WINDOW_SECONDS.
 FLAP_THRESHOLD = 6

@@ -16,18 +16,16 @@ from datetime import timedelta
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from .choices import (
-    ACKNOWLEDGE_CHANNEL_TYPES,
     DELIVER_GROUP_TASK,
-    SEND_RESOLVED_DEFAULT,
+    HISTORY_ONLY_KINDS,
     NotificationKind,
     NotificationStatus,
 )
 from .models import AlertEvent, Notification, NotificationChannel
-from .silences import silencing
+from .silences import active_silences, matches
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +50,18 @@ def channels_for(event: AlertEvent) -> list[NotificationChannel]:
 
 
 def channel_wants(channel: NotificationChannel, kind: str) -> bool:
+    """Whether the channel takes this kind; the channel's transport gives the defaults."""
+    from .channels import TRANSPORTS
+
+    if kind in HISTORY_ONLY_KINDS:  # pending, nodata, error...: history, not a page
+        return False
+    transport = TRANSPORTS.get(channel.type)
     if kind == NotificationKind.RESOLVED:
         if channel.send_resolved is not None:
             return channel.send_resolved
-        return SEND_RESOLVED_DEFAULT.get(channel.type, False)
+        return transport is not None and transport.send_resolved_default
     if kind == NotificationKind.ACKNOWLEDGE:
-        return channel.type in ACKNOWLEDGE_CHANNEL_TYPES
+        return transport is not None and transport.supports_acknowledge
     return True
 
 
@@ -93,52 +97,104 @@ def schedule_group(group_key: str) -> None:
     )
 
 
-@transaction.atomic
 def notify(
     event: AlertEvent, channels: list[NotificationChannel] | None = None
 ) -> list[Notification]:
     """Write the ledger rows for `event` and schedule delivery of the queued ones."""
-    now = timezone.now()
-    silence = None if event.is_test else silencing(event.tenant, routing_labels(event), now)
-    cooldown = in_cooldown(event, now)
-    rows = []
-    for channel in channels if channels is not None else channels_for(event):
-        if not channel_wants(channel, event.kind):
-            continue
-        if silence is not None:
-            status, reason = (
-                NotificationStatus.SUPPRESSED_SILENCE,
-                f"silenced by silence {silence.pk}",
+    return notify_many([event], None if channels is None else {event.pk: channels})[event.pk]
+
+
+@transaction.atomic
+def notify_many(
+    events: list[AlertEvent], channels: dict[int, list[NotificationChannel]] | None = None
+) -> dict[int, list[Notification]]:
+    """`notify` for many events at once (an evaluation's transitions, an alert storm).
+
+    The same decisions as one event at a time, in a constant number of queries: active
+    silences read once per tenant, existing rows and open groups read once, the new
+    rows written with one INSERT.
+    """
+    silences: dict = {}
+    decided = []  # (event, channel, status, reason, group_key, now)
+    for event in events:
+        # Decide at the event's time (the evaluation's): silences and cooldown as they
+        # were then, and every instance of one evaluation in the same group window.
+        now = event.timestamp or timezone.now()
+        silence = None
+        if not event.is_test:
+            key = (event.tenant_id, now)
+            if key not in silences:
+                silences[key] = list(active_silences(event.tenant, now))
+            labels = routing_labels(event)
+            silence = next((s for s in silences[key] if matches(s.matchers, labels)), None)
+        cooldown = in_cooldown(event, now)
+        wanted = channels.get(event.pk) if channels is not None else None
+        for channel in wanted if wanted is not None else channels_for(event):
+            if not channel_wants(channel, event.kind):
+                continue
+            if silence is not None:
+                status, reason = (
+                    NotificationStatus.SUPPRESSED_SILENCE,
+                    f"silenced by silence {silence.pk}",
+                )
+            elif cooldown:
+                status, reason = (
+                    NotificationStatus.SUPPRESSED_COOLDOWN,
+                    "within the rule's cooldown",
+                )
+            else:
+                status, reason = NotificationStatus.QUEUED, ""
+            decided.append(
+                (event, channel, status, reason, group_key_for(event, channel, now), now)
             )
-        elif cooldown:
-            status, reason = NotificationStatus.SUPPRESSED_COOLDOWN, "within the rule's cooldown"
-        else:
-            status, reason = NotificationStatus.QUEUED, ""
-        group_key = group_key_for(event, channel, now)
-        new_group = (
+    rows: dict[int, list[Notification]] = {event.pk: [] for event in events}
+    if not decided:
+        return rows
+    existing = {
+        (row.event_id, row.channel_id): row
+        for row in Notification.objects.filter(event__in=[e.pk for e in events])
+    }
+    queued_keys = {d[4] for d in decided if d[2] == NotificationStatus.QUEUED}
+    open_groups = set(
+        Notification.objects.filter(
+            group_key__in=queued_keys, status=NotificationStatus.QUEUED
+        ).values_list("group_key", flat=True)
+    )
+    new_rows, new_groups = [], []
+    for event, channel, status, reason, group_key, _now in decided:
+        row = existing.get((event.pk, channel.pk))
+        if row is None:
+            row = Notification(
+                event=event,
+                channel=channel,
+                tenant_id=event.tenant_id,
+                kind=event.kind,
+                status=status,
+                idempotency_key=idempotency_key_for(event, channel),
+                group_key=group_key,
+                last_error=reason,
+                is_test=event.is_test,
+            )
+            new_rows.append(row)
+            if status == NotificationStatus.QUEUED and group_key not in open_groups:
+                open_groups.add(group_key)
+                new_groups.append(group_key)
+        rows[event.pk].append(row)
+    Notification.objects.bulk_create(new_rows)
+    for group_key in new_groups:
+        schedule_group(group_key)
+    notified: dict = {}
+    for event, _channel, status, _reason, _key, now in decided:
+        if (
             status == NotificationStatus.QUEUED
-            and not Notification.objects.filter(
-                Q(group_key=group_key), status=NotificationStatus.QUEUED
-            ).exists()
+            and event.instance is not None
+            and event.kind in (NotificationKind.FIRING, NotificationKind.REPEAT)
+        ):
+            notified.setdefault(now, {})[event.instance.pk] = event.instance
+    for now, instances in notified.items():
+        type(next(iter(instances.values()))).objects.filter(pk__in=list(instances)).update(
+            last_notified_at=now
         )
-        row, created = Notification.objects.get_or_create(
-            event=event,
-            channel=channel,
-            defaults={
-                "tenant": event.tenant,
-                "kind": event.kind,
-                "status": status,
-                "idempotency_key": idempotency_key_for(event, channel),
-                "group_key": group_key,
-                "last_error": reason,
-                "is_test": event.is_test,
-            },
-        )
-        rows.append(row)
-        if created and new_group:
-            schedule_group(group_key)
-    if event.instance is not None and any(r.status == NotificationStatus.QUEUED for r in rows):
-        if event.kind in (NotificationKind.FIRING, NotificationKind.REPEAT):
-            type(event.instance).objects.filter(pk=event.instance.pk).update(last_notified_at=now)
-            event.instance.last_notified_at = now
+        for instance in instances.values():
+            instance.last_notified_at = now
     return rows

@@ -18,8 +18,8 @@ from django.utils import timezone
 from tenants.models import Tenant
 from tenants.scoping import TenantScopedQuerySet
 
+from .channels import channel_type_choices
 from .choices import (
-    ChannelType,
     Datasource,
     InstanceState,
     MatchOp,
@@ -62,7 +62,8 @@ class NotificationChannel(models.Model):
         help_text="Empty for a global channel (operators only).",
     )
     name = models.CharField(max_length=100)
-    type = models.CharField(max_length=16, choices=ChannelType.choices)
+    #: Choices come from the transport registry (alerts.channels.TRANSPORTS).
+    type = models.CharField(max_length=16, choices=channel_type_choices)
     config = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
     #: None: the type's default (on for PagerDuty and webhook, off for Slack and email).
@@ -195,6 +196,21 @@ class AlertRule(models.Model):
             errors["threshold"] = "An operator needs a threshold."
         if self.datasource != Datasource.EXTERNAL and not self.query.strip():
             errors["query"] = "A query is required."
+        elif "query" not in errors:
+            from .evaluation import QueryError, get_datasource
+
+            try:
+                get_datasource(self.datasource).validate(
+                    self.query, global_rule=self.tenant_id is None
+                )
+            except QueryError as exc:
+                errors["query"] = str(exc)
+        from .templating import validate_annotations
+
+        try:
+            validate_annotations(self.annotations)
+        except ValidationError as exc:
+            errors["annotations"] = exc.messages
         if errors:
             raise ValidationError(errors)
 
@@ -227,6 +243,15 @@ class AlertInstance(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     keep_firing_until = models.DateTimeField(null=True, blank=True)
     last_notified_at = models.DateTimeField(null=True, blank=True)
+    #: Last firing / repeat / flapping event (notified or suppressed): the next repeat of a
+    #: still-firing, unacknowledged instance is due `cooldown` ms after it.
+    last_alert_at = models.DateTimeField(null=True, blank=True)
+    #: Whether the condition held at the last evaluation (what the flap detector compares
+    #: while the visible state stays `flapping`).
+    condition_met = models.BooleanField(null=True, blank=True)
+    #: The last alert notification was suppressed by a silence: once no silence matches
+    #: any more, the next evaluation notifies again (a `repeat` event).
+    notifications_silenced = models.BooleanField(default=False)
     #: Recent state-change times (ISO strings) for flap detection.
     recent_changes = models.JSONField(default=list, blank=True)
     acknowledged_by = models.ForeignKey(

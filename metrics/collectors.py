@@ -9,11 +9,13 @@ tenant per family; cheap ones (`cached=False`) are read fresh at every scrape.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily
@@ -22,6 +24,7 @@ from prometheus_client.registry import Collector
 logger = logging.getLogger(__name__)
 
 Samples = Iterable[tuple[tuple[str, ...], float]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,6 +69,28 @@ def scrape_gauge(name: str, documentation: str, labels: Iterable[str] = (), *, c
         return func
 
     return decorator
+
+
+def interval_cached(func: Callable[[], T]) -> Callable[[], T]:
+    """Cache a source several gauges share for METRICS_COLLECTION_INTERVAL ms.
+
+    Two families computed from one query (active and idle connections, sessions by
+    tenant and by role) then cost one query per interval, not one each.
+    """
+    state: dict[str, object] = {"at": float("-inf"), "value": None}
+    lock = threading.Lock()
+
+    @functools.wraps(func)
+    def wrapper() -> T:
+        with lock:
+            now = time.monotonic()
+            if now - state["at"] >= settings.METRICS_COLLECTION_INTERVAL / 1000:
+                state["value"] = func()
+                state["at"] = now
+            return state["value"]
+
+    wrapper.cache_clear = lambda: state.update(at=float("-inf"))  # type: ignore[attr-defined]
+    return wrapper
 
 
 class ScrapeGaugeCollector(Collector):

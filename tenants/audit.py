@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from metrics.security import observe_audit_event
+
 from .models import AuditEvent
 
 logger = logging.getLogger(__name__)
@@ -43,4 +45,7 @@ def record(
         details=details,
     )
     logger.info("audit %s actor=%s tenant=%s %s", action, event.actor, tenant, result)
+    # The security counters (audit events, auth attempts, failures by IP, cross-tenant
+    # attempts, permission violations) are fed here, so each event counts exactly once.
+    observe_audit_event(event)
     return event

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,8 @@ STOP_GRACE_SECONDS = 10
 SETUP_COMMANDS: list[list[str]] = [
     ["migrate", "--noinput"],
     ["bootstrap_demo"],
+    # The default rule pack and the .env default channels (idempotent).
+    ["load_default_rules"],
 ]
 
 
@@ -41,13 +44,31 @@ def prepare_environment(var_dir: Path) -> None:
         os.environ["SECRET_KEY"] = key_file.read_text().strip()
 
 
+def prepare_metrics_dir(var_dir: Path) -> Path:
+    """A fresh prometheus_client multiprocess directory shared by web, worker and beat.
+
+    Every process writes its samples there and the web `/metrics` merges them, so the
+    counters add up across gunicorn workers and Celery pool processes (docs/metrics.md).
+    Wiped at each start: files of a previous run would be counted again.
+    """
+    metrics_dir = var_dir / "prometheus-multiproc"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    return metrics_dir
+
+
 def process_specs(bind: str) -> dict[str, list[str]]:
     python = sys.executable
     bin_dir = Path(python).parent
     return {
         "web": [
             str(bin_dir / "gunicorn"),
-            "traversion_site.wsgi:application",
+            # ASGI (uvicorn workers): HTTP and the live board's WebSocket on one port.
+            "traversion_site.asgi:application",
+            "--worker-class",
+            "uvicorn_worker.UvicornWorker",
+            "--config",
+            str(BASE_DIR / "traversion_site" / "gunicorn.conf.py"),
             "--bind",
             bind,
             "--workers",
@@ -151,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
+    # Set for the three children only (they inherit it), after the setup commands.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_metrics_dir(var_dir))
     children = {
         name: subprocess.Popen(cmd, cwd=BASE_DIR, start_new_session=True)
         for name, cmd in process_specs(args.bind).items()
@@ -166,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(f'{n}={p.pid}' for n, p in children.items())}).\n"
         f"  Admin:   http://{host}/admin/   user: admin   password: {password}\n"
         f"  API:     http://{host}/api/docs/\n"
+        f"  Live:    http://{host}/alerts/live/\n"
         f"  Health:  http://{host}/healthz   http://{host}/readyz\n"
         "Press Ctrl-C once to stop everything.\n",
         flush=True,

@@ -89,9 +89,13 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt",
     "django_filters",
     "drf_spectacular",
+    "django_prometheus",
     "tenants",
     "metrics",
     "alerts",
+    "events",
+    "channels",
+    "dashboards",
 ]
 
 MIDDLEWARE = [
@@ -101,6 +105,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tenants.ratelimit.LoginRateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -167,6 +172,28 @@ else:
         }
     }
 
+# Live alert board (WebSocket). With Redis, every web process and every Celery worker
+# share one channel layer, so a state change published anywhere reaches every socket.
+# Without Redis (the embedded default) the layer is in-memory, i.e. per web process: a
+# change made in that process is pushed at once, and each open board also polls the
+# database every LIVE_BOARD_POLL_INTERVAL ms for changes made by other processes (the
+# Celery worker). See docs/alerting.md, "Live board".
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # A socket waits for messages with BZPOPMIN for up to 5 s; redis-py 8's
+                # default 5 s read timeout would cut that wait and kill every idle socket.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "prefix": "traversion:live",
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+LIVE_BOARD_POLL_INTERVAL = _setting("LIVE_BOARD_POLL_INTERVAL", env.int, 1_000, minimum=100)
+
 CELERY_BROKER_URL = _url(
     "CELERY_BROKER_URL",
     "filesystem://",
@@ -211,6 +238,31 @@ GRAFANA_TOKEN = env.str("GRAFANA_TOKEN", default="")
 ENABLE_METRICS = _bool("ENABLE_METRICS", True)
 METRICS_COLLECTION_INTERVAL = _setting("METRICS_COLLECTION_INTERVAL", env.int, 10_000, minimum=0)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# traversion_auth_failures_by_ip_total names this many top offending client IPs (by failed
+# logins over the last hour); every other failure is counted as ip_address="other".
+METRICS_AUTH_FAILURE_IPS = _setting("METRICS_AUTH_FAILURE_IPS", env.int, 20, minimum=0)
+# A Celery worker in its own container serves its processes' metrics on this port (0: off).
+WORKER_METRICS_PORT = _setting("WORKER_METRICS_PORT", env.int, 0, minimum=0)
+WORKER_METRICS_ADDRESS = env.str("WORKER_METRICS_ADDRESS", default="0.0.0.0")
+if ENABLE_METRICS:
+    # django-prometheus's HTTP middleware pair (extended in metrics/middleware.py: first
+    # and last), its database wrapper and its cache backends. With ENABLE_METRICS=false
+    # none of them is installed: the disabled path costs nothing.
+    MIDDLEWARE = [
+        "metrics.middleware.PrometheusBeforeMiddleware",
+        *MIDDLEWARE,
+        "metrics.middleware.PrometheusAfterMiddleware",
+    ]
+    DATABASES["default"]["ENGINE"] = {
+        "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+        "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+    }[DATABASES["default"]["ENGINE"]]
+    CACHES["default"]["BACKEND"] = {
+        "django.core.cache.backends.redis.RedisCache": "metrics.cache.RedisCache",
+        "django.core.cache.backends.filebased.FileBasedCache": (
+            "django_prometheus.cache.backends.filebased.FileBasedCache"
+        ),
+    }.get(CACHES["default"]["BACKEND"], CACHES["default"]["BACKEND"])
 
 # --- alerting ----------------------------------------------------------------------
 ALERT_CHECK_INTERVAL = _setting("ALERT_CHECK_INTERVAL", env.int, 60_000, minimum=1_000)
@@ -218,8 +270,40 @@ ALERT_COOLDOWN = _setting("ALERT_COOLDOWN", env.int, 300_000, minimum=0)
 ALERT_TICK_SECONDS = _setting("ALERT_TICK_SECONDS", env.float, 1.0, minimum=0.1)
 ALERT_GROUP_WAIT = _setting("ALERT_GROUP_WAIT", env.int, 500, minimum=0)
 ALERT_SQL_TIMEOUT_MS = _setting("ALERT_SQL_TIMEOUT_MS", env.int, 5_000, minimum=100)
+# Timeout of one PromQL instant query of a `prometheus` rule (ms).
+ALERT_PROMETHEUS_TIMEOUT_MS = _setting(
+    "ALERT_PROMETHEUS_TIMEOUT_MS", env.int, 10_000, minimum=100
+)
 ALERT_HISTORY_RETENTION_DAYS = _setting("ALERT_HISTORY_RETENTION_DAYS", env.int, 90, minimum=1)
+# The alert engine: a tick that claims due rules and fans them out per tenant, and the
+# hourly history retention (alerts/tasks.py). A late tick is useless: it expires.
+CELERY_BEAT_SCHEDULE["alerts-tick"] = {
+    "task": "alerts.tick",
+    "schedule": ALERT_TICK_SECONDS,
+    "options": {"expires": ALERT_TICK_SECONDS},
+}
+CELERY_BEAT_SCHEDULE["alerts-purge-history"] = {
+    "task": "alerts.purge_history",
+    "schedule": 3600.0,
+    "options": {"expires": 3600.0},
+}
+# Bearer token (or basic-auth password) with which the platform's own Prometheus or
+# Alertmanager pushes alerts to /api/v2/alerts and /webhook/alerts, routed by their
+# `tenant` label. Empty: only tenant API keys can push.
+ALERT_RECEIVER_TOKEN = env.str("ALERT_RECEIVER_TOKEN", default="")
 EVENT_RETENTION_DAYS = _setting("EVENT_RETENTION_DAYS", env.int, 30, minimum=1)
+# Events: hourly retention (batched deletes) and a minutely sweep that re-sends causality
+# batches no worker picked up (docs/causality.md, "Delivery").
+CELERY_BEAT_SCHEDULE["events-retention"] = {
+    "task": "events.enforce_retention",
+    "schedule": 3600.0,
+    "options": {"expires": 3600.0},
+}
+CELERY_BEAT_SCHEDULE["events-causality-sweep"] = {
+    "task": "events.sweep_causality_batches",
+    "schedule": 60.0,
+    "options": {"expires": 60.0},
+}
 
 # --- notifications ----------------------------------------------------------------
 SMTP_HOST = env.str("SMTP_HOST", default="localhost")
@@ -240,6 +324,34 @@ PAGERDUTY_KEY = env.str("PAGERDUTY_KEY", default="")
 PAGERDUTY_API_URL = _url(
     "PAGERDUTY_API_URL", "https://events.pagerduty.com/v2/enqueue", ("http", "https")
 )
+# Delivery (alerts/delivery.py): attempts per notification before it is `failed`, the
+# exponential backoff between them (base doubles per attempt, capped, plus jitter; a
+# provider's Retry-After wins when longer), and HTTP timeouts (connect, read).
+ALERT_DELIVERY_MAX_ATTEMPTS = _setting("ALERT_DELIVERY_MAX_ATTEMPTS", env.int, 8, minimum=1)
+ALERT_DELIVERY_BACKOFF_SECONDS = _setting(
+    "ALERT_DELIVERY_BACKOFF_SECONDS", env.float, 2.0, minimum=0.01
+)
+ALERT_DELIVERY_BACKOFF_MAX_SECONDS = _setting(
+    "ALERT_DELIVERY_BACKOFF_MAX_SECONDS", env.float, 300.0, minimum=0.01
+)
+# A notification claimed by a worker (`sending`) for longer than the lease is taken back
+# by the recovery task (the worker died) and sent again; it must exceed the longest send
+# (the HTTP/SMTP timeouts). The recovery task runs every ALERT_DELIVERY_RECOVERY_SECONDS.
+ALERT_DELIVERY_LEASE_SECONDS = _setting("ALERT_DELIVERY_LEASE_SECONDS", env.float, 120.0, minimum=1)
+ALERT_DELIVERY_RECOVERY_SECONDS = _setting(
+    "ALERT_DELIVERY_RECOVERY_SECONDS", env.float, 30.0, minimum=1
+)
+ALERT_HTTP_CONNECT_TIMEOUT_SECONDS = _setting(
+    "ALERT_HTTP_CONNECT_TIMEOUT_SECONDS", env.float, 5.0, minimum=0.1
+)
+ALERT_HTTP_READ_TIMEOUT_SECONDS = _setting(
+    "ALERT_HTTP_READ_TIMEOUT_SECONDS", env.float, 15.0, minimum=0.1
+)
+CELERY_BEAT_SCHEDULE["alerts-recover-deliveries"] = {
+    "task": "alerts.recover_deliveries",
+    "schedule": ALERT_DELIVERY_RECOVERY_SECONDS,
+    "options": {"expires": ALERT_DELIVERY_RECOVERY_SECONDS},
+}
 
 EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 EMAIL_HOST = SMTP_HOST
@@ -269,6 +381,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# Failed logins (admin and JWT) allowed per client IP and per account within the window;
+# past that the login answers 429 with Retry-After until the window ends.
+LOGIN_RATE_LIMIT_PER_IP = _setting("LOGIN_RATE_LIMIT_PER_IP", env.int, 20, minimum=1)
+LOGIN_RATE_LIMIT_PER_ACCOUNT = _setting("LOGIN_RATE_LIMIT_PER_ACCOUNT", env.int, 5, minimum=1)
+LOGIN_RATE_LIMIT_WINDOW_SECONDS = _setting(
+    "LOGIN_RATE_LIMIT_WINDOW_SECONDS", env.int, 300, minimum=1
+)
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(
         seconds=_setting("JWT_ACCESS_LIFETIME_SECONDS", env.int, 900, minimum=1)
@@ -283,6 +402,15 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Traversion monitoring & alerting API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # One schema name per choice set that several fields share.
+    "ENUM_NAME_OVERRIDES": {
+        "AlertSeverityEnum": "alerts.choices.Severity",
+        "InstanceStateEnum": "alerts.choices.InstanceState",
+        "NotificationStatusEnum": "alerts.choices.NotificationStatus",
+        "NotificationKindEnum": "alerts.choices.NotificationKind",
+        "ReceivedAlertStatusEnum": "alerts.api.serializers.RECEIVED_ALERT_STATUSES",
+        "EventSeverityEnum": "events.choices.Severity",
+    },
 }
 
 # --- i18n, static, logging ----------------------------------------------------------
@@ -309,3 +437,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+# urllib3 logs every request URL at DEBUG; notification URLs are credentials (a Slack
+# webhook URL is its own secret), so its connection pool never logs below INFO.
+LOGGING.setdefault("loggers", {})["urllib3.connectionpool"] = {"level": "INFO"}

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from rest_framework import authentication, exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import ExpiredTokenError, InvalidToken
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+
+from metrics.security import observe_api_key_use, observe_jwt_expired, observe_jwt_validated
 
 from .. import audit
 from ..choices import API_KEY_HEADER_KEYWORD, AuditAction, AuthMethod, AuthResult
@@ -55,6 +59,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
                 reason=str(exc),
             )
             raise exceptions.AuthenticationFailed(str(exc)) from exc
+        observe_api_key_use(key)
         return ApiKeyUser(key), key
 
     def authenticate_header(self, request) -> str:
@@ -63,3 +68,25 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 class AuditedJWTAuthentication(JWTAuthentication):
     """simplejwt's bearer authentication; the hook where token validations are observed."""
+
+    def get_validated_token(self, raw_token):
+        try:
+            token = super().get_validated_token(raw_token)
+        except InvalidToken:
+            if token_is_expired(raw_token):
+                observe_jwt_expired()
+            raise
+        observe_jwt_validated()
+        return token
+
+
+def token_is_expired(raw_token) -> bool:
+    """Whether a rejected token was refused for its expiry (simplejwt folds the reasons)."""
+    for token_class in jwt_settings.AUTH_TOKEN_CLASSES:
+        try:
+            token_class(raw_token)
+        except ExpiredTokenError:
+            return True
+        except Exception:  # any other reason to refuse it
+            continue
+    return False

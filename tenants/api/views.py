@@ -7,7 +7,9 @@ from django.http import Http404
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
-from rest_framework_simplejwt.views import TokenObtainPairView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from metrics.security import observe_jwt_issued
 
 from .. import audit
 from ..choices import AuditAction, AuthMethod, AuthResult, Role
@@ -213,4 +215,15 @@ class AuditedTokenObtainPairView(TokenObtainPairView):
             method=AuthMethod.JWT,
             result=AuthResult.SUCCESS,
         )
+        observe_jwt_issued()
         return Response(serializer.validated_data, status=status.HTTP_200_OK)
+
+
+class CountedTokenRefreshView(TokenRefreshView):
+    """JWT refresh; a new access token is an issued token too."""
+
+    def post(self, request, *args, **kwargs):
+        response = super().post(request, *args, **kwargs)
+        if response.status_code == status.HTTP_200_OK:
+            observe_jwt_issued()
+        return response

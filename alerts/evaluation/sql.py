@@ -1,0 +1,558 @@
+"""The `sql` datasource: SELECT queries over four tenant-scoped views, sandboxed.
+
+A rule's query is parsed with sqlglot (PostgreSQL dialect) and checked on the tree, never
+with regular expressions:
+
+1. exactly one statement, and it is a query (SELECT, a set operation of SELECTs, CTEs);
+   no data-modifying CTE, no SELECT INTO, no FOR UPDATE/SHARE, no recursive CTE, no
+   query parameters;
+2. every table is one of the public views (`events`, `causality`, `audit_log`,
+   `auth_attempts`) or a CTE of the query; schema-qualified names and system catalogs
+   are refused;
+3. every function is on the allow-list (aggregates, date/time, math, string, JSON,
+   window functions, generate_series/unnest); casts only to plain data types.
+
+The tree is then rewritten: each view becomes a subquery over the real table, filtered
+on the rule's tenant with a bound parameter (a global rule's views are not filtered, and
+its result must carry `tenant_id`). The SQL sent to the database is generated from the
+checked tree, without comments, and must re-parse to itself: what runs is exactly what
+was checked.
+
+Behind the parser stand two more walls: on PostgreSQL the queries run in a READ ONLY
+(sub)transaction with `statement_timeout = ALERT_SQL_TIMEOUT_MS`, rolled back afterwards;
+on SQLite (the embedded default) with `PRAGMA query_only` and a progress handler that
+interrupts a query at the same timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import sqlglot
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from sqlglot import exp
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+
+from alerts.choices import Datasource as DatasourceChoice
+
+from .base import Datasource, QueryError, Result, Sample, clean_labels, clean_value
+
+if TYPE_CHECKING:
+    from alerts.models import AlertRule
+
+logger = logging.getLogger(__name__)
+
+#: The public views: name -> SELECT over the real table (column names are a contract).
+VIEWS: dict[str, str] = {
+    "events": (
+        "SELECT id, tenant_id, timestamp, service_id, event_type, severity, message, "
+        "attributes AS data, correlation_id FROM events_event"
+    ),
+    "causality": (
+        "SELECT id, tenant_id, cause_id, effect_id, causality_type, confidence, detected_at "
+        "FROM events_causallink"
+    ),
+    "audit_log": (
+        "SELECT id, tenant_id, timestamp, actor, action, ip_address, details "
+        "FROM tenants_auditevent"
+    ),
+    "auth_attempts": (
+        "SELECT id, tenant_id, timestamp, actor AS username, method, result, ip_address "
+        "FROM tenants_auditevent WHERE action = 'auth.login'"
+    ),
+}
+ALLOWED_VIEWS = ", ".join(VIEWS)
+
+#: Functions sqlglot knows by name (its canonical name for them, lower case).
+ALLOWED_FUNCTIONS = frozenset(
+    {
+        # aggregates
+        "count", "sum", "avg", "min", "max", "stddev", "stddev_pop", "stddev_samp",
+        "variance", "variance_pop", "array_agg", "group_concat", "logical_and",
+        "logical_or", "percentile_cont", "percentile_disc", "mode",
+        # math
+        "abs", "ceil", "floor", "round", "trunc", "sqrt", "exp", "ln", "log", "sign",
+        "greatest", "least",
+        # null handling and conditionals
+        "coalesce", "nullif", "case", "if", "exists", "cast",
+        # date and time
+        "current_timestamp", "current_date", "current_time", "localtimestamp",
+        "timestamp_trunc", "date_trunc", "extract", "unix_to_time", "str_to_time",
+        "time_to_str", "make_interval",
+        # strings
+        "lower", "upper", "length", "substring", "trim", "concat", "concat_ws", "replace",
+        "split_part", "left", "right", "str_position", "starts_with", "md5",
+        "regexp_replace", "initcap", "pad", "reverse",
+        # window functions
+        "row_number", "rank", "dense_rank", "lag", "lead", "first_value", "last_value",
+        "ntile", "percent_rank", "cume_dist",
+        # arrays and row generators
+        "array", "array_size", "unnest", "generate_series", "exploding_generate_series",
+        # other data functions
+        "width_bucket", "to_number", "host",
+    }
+)  # fmt: skip
+#: Functions sqlglot does not know (parsed as anonymous calls), by their SQL name.
+ALLOWED_ANONYMOUS_FUNCTIONS = frozenset(
+    {
+        "every", "age", "clock_timestamp", "statement_timestamp", "transaction_timestamp",
+        "jsonb_extract_path_text", "json_extract_path_text", "jsonb_array_length",
+        "json_array_length", "jsonb_typeof", "json_typeof", "cardinality", "masklen",
+    }
+)  # fmt: skip
+#: Plain data types a value may be cast to (no regclass, no xml, no user types).
+ALLOWED_TYPES = frozenset(
+    getattr(exp.DataType.Type, name)
+    for name in (
+        "SMALLINT", "INT", "BIGINT", "DECIMAL", "DOUBLE", "FLOAT", "TEXT", "VARCHAR",
+        "CHAR", "BPCHAR", "BOOLEAN", "DATE", "TIME", "TIMETZ", "TIMESTAMP", "TIMESTAMPTZ",
+        "INTERVAL", "JSON", "JSONB", "INET", "UUID",
+    )
+)  # fmt: skip
+#: Statement kinds that may not appear anywhere in a rule's query.
+FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
+    getattr(exp, name)
+    for name in (
+        "DML", "DDL", "Command", "Drop", "Alter", "TruncateTable", "Grant", "Revoke", "Set",
+        "Transaction", "Commit", "Rollback", "Pragma", "Use", "Copy", "Merge", "Create",
+        "Insert", "Update", "Delete", "Cache", "Uncache", "Refresh", "LoadData", "Analyze",
+        "Describe", "Kill", "Comment", "Declare", "Execute", "Show", "Attach", "Detach",
+        "Install", "Export",
+    )
+    if hasattr(exp, name)
+)  # fmt: skip
+#: Operators sqlglot models as functions (->, ->>, ~, @>, ^...): harmless built-ins.
+OPERATOR_NODES = (exp.Binary, exp.Connector)
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
+
+MAX_QUERY_LENGTH = 20_000
+#: A rule result is a set of alert instances, not a data export.
+MAX_ROWS = 10_000
+#: Reserved prefix of the names the rewrite introduces (refused in user queries).
+RESERVED = "__trv"
+TENANT_SENTINEL = "__trv_tenant__"
+CTE_PREFIX = "__trv_cte_"
+PARSE_DIALECT = "postgres"
+DIALECTS = {"postgresql": "postgres", "sqlite": "sqlite"}
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    """SQL ready to run: `%(tenant)s` is the only parameter (absent for global rules)."""
+
+    sql: str
+    views: tuple[str, ...]
+    tenant_scoped: bool
+
+
+def _first_line(text: str) -> str:
+    return str(text).strip().splitlines()[0] if str(text).strip() else ""
+
+
+def _statement_kind(node: exp.Expression) -> str:
+    if isinstance(node, exp.Command):
+        return str(node.this).split()[0].upper() if node.this else "COMMAND"
+    if isinstance(node, exp.TruncateTable):
+        return "TRUNCATE"
+    return node.key.upper()
+
+
+def parse_single_select(query: str) -> exp.Query:
+    """The query's tree, or QueryError when it is not exactly one SELECT."""
+    if not isinstance(query, str) or not query.strip():
+        raise QueryError("the query is empty")
+    if len(query) > MAX_QUERY_LENGTH:
+        raise QueryError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
+    if RESERVED in query.lower():
+        raise QueryError(f"names starting with {RESERVED} are reserved")
+    try:
+        statements = [
+            s
+            for s in sqlglot.parse(query, read=PARSE_DIALECT)
+            if s is not None and not isinstance(s, exp.Semicolon)  # empty statements
+        ]
+    except sqlglot.errors.SqlglotError as exc:
+        raise QueryError(f"could not parse the query: {_first_line(exc)}") from exc
+    except RecursionError as exc:
+        raise QueryError("the query is nested too deeply") from exc
+    if not statements:
+        raise QueryError("the query is empty")
+    if len(statements) > 1:
+        kinds = ", ".join(_statement_kind(s) for s in statements)
+        raise QueryError(
+            f"exactly one SELECT statement is allowed; found {len(statements)} ({kinds})"
+        )
+    root = statements[0]
+    if not isinstance(root, exp.Query):
+        raise QueryError(
+            f"only a SELECT query is allowed; this is a {_statement_kind(root)} statement"
+        )
+    return root
+
+
+def _function_name(node: exp.Func) -> tuple[str, bool]:
+    """(name as written for messages, allowed?)."""
+    if isinstance(node, exp.Anonymous):
+        name = str(node.name).lower()
+        return name, name in ALLOWED_ANONYMOUS_FUNCTIONS
+    name = node.sql_name().lower()
+    return name, name in ALLOWED_FUNCTIONS
+
+
+def check_tree(tree: exp.Query) -> None:
+    """Refuse every construct outside the sandbox (see the module docstring)."""
+    for node in tree.walk():
+        if isinstance(node, FORBIDDEN_NODES):
+            raise QueryError(
+                f"{_statement_kind(node)} is not allowed: a rule's query may only read data"
+            )
+        if isinstance(node, exp.Into):
+            raise QueryError("SELECT INTO is not allowed: a rule's query may only read data")
+        if isinstance(node, exp.Lock):
+            raise QueryError("locking clauses (FOR UPDATE / FOR SHARE) are not allowed")
+        if isinstance(node, exp.Placeholder | exp.Parameter | exp.SessionParameter):
+            raise QueryError("query parameters are not allowed; write the values in the query")
+        if isinstance(node, exp.With) and node.args.get("recursive"):
+            raise QueryError("recursive CTEs (WITH RECURSIVE) are not allowed")
+        if isinstance(node, exp.ObjectIdentifier):
+            raise QueryError(f"object identifier types ({node.sql()}) are not allowed")
+        if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
+            raise QueryError(
+                f"schema-qualified functions ({node.sql(PARSE_DIALECT)}) are not allowed"
+            )
+        if isinstance(node, exp.DataType) and node.this not in ALLOWED_TYPES:
+            raise QueryError(
+                f"type {node.sql(PARSE_DIALECT)} is not allowed; casts may only target "
+                "numbers, text, booleans, dates and times, intervals, JSON, inet and uuid"
+            )
+        if isinstance(node, exp.Cast) and not isinstance(node.args.get("to"), exp.DataType):
+            raise QueryError(f"cast to {node.args.get('to')} is not allowed")
+        if isinstance(node, exp.Func) and not isinstance(node, OPERATOR_NODES):
+            name, allowed = _function_name(node)
+            if not allowed:
+                raise QueryError(
+                    f"function {name}() is not allowed; a rule may use aggregate, date/time, "
+                    "math, string, JSON and window functions of the allow-list "
+                    "(docs/alerting.md, SQL sandbox)"
+                )
+
+
+def _view_subquery(view: str, alias: exp.TableAlias, tenant_scoped: bool) -> exp.Subquery:
+    select = sqlglot.parse_one(VIEWS[view], read=PARSE_DIALECT)
+    if tenant_scoped:
+        select = select.where(
+            exp.EQ(this=exp.column("tenant_id"), expression=exp.column(TENANT_SENTINEL)),
+            copy=False,
+        )
+    return exp.Subquery(this=select, alias=alias)
+
+
+def _refuse_table(table: exp.Table) -> None:
+    schema = (table.catalog + "." if table.catalog else "") + (table.db or "")
+    name = table.name
+    if schema or name.startswith("pg_") or name in SYSTEM_SCHEMAS:
+        if schema.split(".")[-1] in SYSTEM_SCHEMAS or name.startswith("pg_"):
+            raise QueryError(
+                f"system catalogs ({schema + '.' if schema else ''}{name}) are not allowed; "
+                f"allowed: {ALLOWED_VIEWS}"
+            )
+        raise QueryError(
+            f"schema-qualified table {schema}.{name} is not allowed; allowed: {ALLOWED_VIEWS}"
+        )
+    raise QueryError(f"unknown table {name}; allowed: {ALLOWED_VIEWS}")
+
+
+def rewrite_tables(tree: exp.Query, tenant_scoped: bool) -> tuple[str, ...]:
+    """Replace each view by its (tenant-filtered) subquery; rename CTEs out of the way.
+
+    CTEs get a reserved prefix so that a reference the database would resolve to a real
+    table (a CTE defined in another scope, or after its use) can only fail, never read it.
+    """
+    ctes = set()
+    for cte in tree.find_all(exp.CTE):
+        name = cte.alias_or_name
+        ctes.add(name)
+        cte.args["alias"].set("this", exp.to_identifier(CTE_PREFIX + name))
+    views = []
+    for table in list(tree.find_all(exp.Table)):
+        if not isinstance(table.this, exp.Identifier):
+            continue  # a table function (generate_series...): checked as a function
+        if table.db or table.catalog:
+            _refuse_table(table)
+        name = table.name
+        alias = table.args.get("alias") or exp.TableAlias(this=exp.to_identifier(name))
+        if name in ctes:
+            table.set("this", exp.to_identifier(CTE_PREFIX + name))
+            table.set("alias", alias)
+        elif name in VIEWS:
+            views.append(name)
+            table.replace(_view_subquery(name, alias, tenant_scoped))
+        else:
+            _refuse_table(table)
+    return tuple(sorted(set(views)))
+
+
+def _sqlite_translation(node: exp.Expression) -> exp.Expression:
+    """What the SQLite generator needs said explicitly.
+
+    `x - INTERVAL '5 minutes'` becomes `DATETIME(x, '-5 minutes')` (SQLite has no
+    intervals), and a comma join an explicit CROSS JOIN (what SQLite's reader makes of
+    it), so that the rendered SQL re-parses to itself.
+    """
+    if isinstance(node, exp.Join) and not (
+        node.args.get("kind")
+        or node.args.get("side")
+        or node.args.get("on")
+        or node.args.get("using")
+    ):
+        node.set("kind", "CROSS")
+        return node
+    if isinstance(node, exp.Sub | exp.Add) and isinstance(node.expression, exp.Interval):
+        interval = node.expression
+        amount = interval.this.name if isinstance(interval.this, exp.Literal) else None
+        unit = interval.unit.name.lower() if interval.unit is not None else ""
+        if amount is None:
+            raise QueryError("on SQLite, intervals must be literals such as INTERVAL '5 minutes'")
+        parts = amount.split()
+        if not unit and len(parts) == 2:
+            amount, unit = parts
+        unit = unit if unit.endswith("s") else unit + "s"
+        sign = "-" if isinstance(node, exp.Sub) else "+"
+        return exp.Anonymous(
+            this="DATETIME",
+            expressions=[node.this, exp.Literal.string(f"{sign}{amount} {unit}")],
+        )
+    return node
+
+
+def render(tree: exp.Query, dialect: str) -> str:
+    """The SQL of the checked tree; refused unless it re-parses to exactly itself."""
+    options = {"dialect": dialect, "comments": False, "identify": True}
+    sql = tree.sql(**options)
+    try:
+        again = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except (sqlglot.errors.SqlglotError, RecursionError) as exc:
+        raise QueryError("the query uses a construct that cannot be run safely") from exc
+    if len(again) != 1 or again[0].sql(**options) != sql:
+        raise QueryError("the query uses a construct that cannot be run safely")
+    return sql
+
+
+@lru_cache(maxsize=8192)
+def compile_query(query: str, *, global_rule: bool, dialect: str = PARSE_DIALECT) -> CompiledQuery:
+    """Check and rewrite a rule's query (cached: a pure function of its arguments)."""
+    tree = parse_single_select(query)
+    tree = normalize_identifiers(tree, dialect=PARSE_DIALECT)
+    check_tree(tree)
+    views = rewrite_tables(tree, tenant_scoped=not global_rule)
+    if dialect == "sqlite":
+        tree = tree.transform(_sqlite_translation)
+    sql = render(tree, dialect)
+    # `%` is the driver's placeholder marker: literal percent signs are doubled first.
+    sql = sql.replace("%", "%%").replace(f'"{TENANT_SENTINEL}"', "%(tenant)s")
+    return CompiledQuery(sql=sql, views=views, tenant_scoped=not global_rule)
+
+
+def current_dialect() -> str:
+    return DIALECTS.get(connection.vendor, PARSE_DIALECT)
+
+
+# --- execution -------------------------------------------------------------------------
+
+Runner = Callable[[str, dict], tuple[list[str], list[tuple]]]
+
+
+def _describe_database_error(exc: DatabaseError) -> str:
+    cause = exc.__cause__ or exc
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate == "57014" or "interrupted" in str(exc).lower():
+        return (
+            f"the query was cancelled after ALERT_SQL_TIMEOUT_MS={settings.ALERT_SQL_TIMEOUT_MS} ms"
+        )
+    if sqlstate == "25006" or "readonly" in str(exc).lower().replace(" ", ""):
+        return "the query tried to write: rule queries run read-only"
+    return f"the query failed: {_first_line(exc)}"
+
+
+@contextmanager
+def _postgres_sandbox() -> Iterator[Runner]:
+    """A read-only subtransaction with a statement timeout, always rolled back."""
+    timeout = str(settings.ALERT_SQL_TIMEOUT_MS)
+    with transaction.atomic():
+        savepoint = None
+
+        def enter() -> None:
+            nonlocal savepoint
+            savepoint = transaction.savepoint()
+            with connection.cursor() as cursor:
+                # Allowed inside a subtransaction, and reverted by the rollback below.
+                cursor.execute("SET TRANSACTION READ ONLY")
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, true), "
+                    "set_config('standard_conforming_strings', 'on', true)",
+                    [timeout],
+                )
+
+        def run(sql: str, params: dict) -> tuple[list[str], list[tuple]]:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(sql, params)
+                    columns = [column[0] for column in cursor.description]
+                    return columns, cursor.fetchmany(MAX_ROWS + 1)
+            except DatabaseError as exc:
+                # A failed statement aborts the subtransaction: start a fresh one.
+                transaction.savepoint_rollback(savepoint)
+                enter()
+                raise QueryError(_describe_database_error(exc)) from exc
+
+        enter()
+        try:
+            yield run
+        finally:
+            transaction.savepoint_rollback(savepoint)
+
+
+@contextmanager
+def _sqlite_sandbox() -> Iterator[Runner]:
+    """`PRAGMA query_only` and a progress handler that interrupts at the timeout."""
+    connection.ensure_connection()
+    raw = connection.connection
+    timeout = settings.ALERT_SQL_TIMEOUT_MS / 1000
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA query_only = ON")
+
+    def run(sql: str, params: dict) -> tuple[list[str], list[tuple]]:
+        deadline = time.monotonic() + timeout
+        raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                columns = [column[0] for column in cursor.description]
+                return columns, cursor.fetchmany(MAX_ROWS + 1)
+        except DatabaseError as exc:
+            raise QueryError(_describe_database_error(exc)) from exc
+        finally:
+            raw.set_progress_handler(None, 0)
+
+    try:
+        yield run
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA query_only = OFF")
+
+
+def sandbox():
+    return _postgres_sandbox() if connection.vendor == "postgresql" else _sqlite_sandbox()
+
+
+def _is_numeric(value) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _label_value(value):
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+def rows_to_samples(rule: AlertRule, columns: list[str], rows: Sequence[tuple]) -> list[Sample]:
+    """Rows -> samples: `value` (else the first numeric column) is the value, `tenant_id`
+    the tenant, every other column a label."""
+    if len(rows) > MAX_ROWS:
+        raise QueryError(
+            f"the query returned more than {MAX_ROWS} rows; aggregate it (GROUP BY) so "
+            "that each row is one alert"
+        )
+    names = [str(c).lower() for c in columns]
+    tenant_index = names.index("tenant_id") if "tenant_id" in names else None
+    if rule.tenant_id is None and tenant_index is None and rows:
+        raise QueryError(
+            "a global rule's query must return a tenant_id column (its alerts belong to "
+            "that tenant); add tenant_id to the SELECT and GROUP BY"
+        )
+    if "value" in names:
+        value_index = names.index("value")
+    else:
+        value_index = next(
+            (
+                i
+                for i in range(len(names))
+                if i != tenant_index
+                and any(_is_numeric(row[i]) for row in rows)
+                and all(row[i] is None or _is_numeric(row[i]) for row in rows)
+            ),
+            None,
+        )
+    if value_index is None and rule.condition_operator and rows:
+        raise QueryError(
+            "the query returns no numeric column to compare with the threshold; name it value"
+        )
+    samples = []
+    for row in rows:
+        labels = clean_labels(
+            (names[i], _label_value(row[i]))
+            for i in range(len(names))
+            if i not in (value_index, tenant_index)
+        )
+        if rule.tenant_id is not None:
+            tenant_id = rule.tenant_id  # a tenant's rule only ever concerns that tenant
+        else:
+            raw = row[tenant_index]
+            tenant_id = int(raw) if _is_numeric(raw) else None
+        value = clean_value(row[value_index]) if value_index is not None else None
+        samples.append(Sample(labels=labels, value=value, tenant_id=tenant_id))
+    return samples
+
+
+class SqlDatasource(Datasource):
+    """SELECT over the tenant-scoped views, in a read-only, time-limited transaction."""
+
+    name = DatasourceChoice.SQL
+
+    def validate(self, query: str, *, global_rule: bool | None = None) -> None:
+        compile_query(query, global_rule=bool(global_rule), dialect=current_dialect())
+
+    def evaluate(self, rule: AlertRule) -> list[Sample]:
+        result = self.evaluate_many([rule])[rule.pk]
+        if result.error is not None:
+            raise result.error
+        return result.samples
+
+    def evaluate_many(self, rules: Sequence[AlertRule]) -> dict[int, Result]:
+        """Every rule of the batch in one sandbox: one transaction, one timeout setting."""
+        results: dict[int, Result] = {}
+        compiled = {}
+        dialect = current_dialect()
+        for rule in rules:
+            try:
+                compiled[rule.pk] = compile_query(
+                    rule.query, global_rule=rule.tenant_id is None, dialect=dialect
+                )
+            except QueryError as exc:
+                results[rule.pk] = Result(error=exc)
+        if not compiled:
+            return results
+        with sandbox() as run:
+            for rule in rules:
+                query = compiled.get(rule.pk)
+                if query is None:
+                    continue
+                params = {"tenant": rule.tenant_id} if query.tenant_scoped else {}
+                started = time.perf_counter()
+                try:
+                    columns, rows = run(query.sql, params)
+                    result = Result(samples=rows_to_samples(rule, columns, rows))
+                except QueryError as exc:
+                    result = Result(error=exc)
+                result.seconds = time.perf_counter() - started
+                results[rule.pk] = result
+        return results

@@ -1,0 +1,50 @@
+"""The metrics benchmark scenarios run end to end at a tiny scale (no timing asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from bench._support import BASE_DIR
+
+pytestmark = pytest.mark.integration
+
+
+def run_bench(redis_url: str, *args: str) -> str:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].rsplit(".", 1)[-1] != "postgresql":
+        pytest.skip("the benchmarks run on PostgreSQL")
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}_bench"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=BASE_DIR,
+        env={**os.environ, "BENCH_DATABASE_URL": url, "BENCH_REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_scrape_scenario(redis_url):
+    out = run_bench(
+        redis_url, "metrics_scrape", "--tenants", "3", "--repeat", "1", "--writers", "2"
+    )
+    rows = [line.split() for line in out.splitlines() if line.startswith("3 ")]
+    assert [row[1] for row in rows] == ["single", "multiprocess"]
+    assert all(int(row[2]) > 3 * 60 for row in rows)  # ~70 lines per tenant
+
+
+def test_overhead_scenario(redis_url):
+    out = run_bench(
+        redis_url,
+        "metrics_overhead",
+        "--rounds", "1", "--seconds", "0.3", "--warmup", "0.1", "--keys", "2",
+    )  # fmt: skip
+    assert "trivial" in out and "representative" in out
+    assert "server RSS at the end" in out
