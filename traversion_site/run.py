@@ -33,7 +33,7 @@ SETUP_COMMANDS: list[list[str]] = [
 
 def prepare_environment(var_dir: Path) -> None:
     var_dir.mkdir(parents=True, exist_ok=True)
-    for sub in ("broker/queue", "broker/processed", "cache", "static"):
+    for sub in ("broker/queue", "broker/processed", "broker/control", "cache", "static"):
         (var_dir / sub).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "traversion_site.settings")
     if not os.environ.get("SECRET_KEY"):
