@@ -13,12 +13,16 @@ only one server is loaded at a time. Endpoints:
 
 Reported per endpoint: the median over rounds of the on/off throughput ratio (1.0 = no
 cost), the CPU the server tree spent per request in each mode and their ratio, and the
-servers' resident memory at the end.
+servers' resident memory at the end; then the metrics code alone, timed in-process
+(bench/_instrumentation_cost.py), which is free of network and scheduling noise.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -134,4 +138,22 @@ def run(args: argparse.Namespace) -> int:
         f"server RSS at the end: on {rss['on'] / 2**20:.1f} MiB, off {rss['off'] / 2**20:.1f} MiB, "
         f"difference {(rss['on'] - rss['off']) / 2**20:+.1f} MiB"
     )
+    cost = instrumentation_cost()
+    print(
+        f"metrics code alone (in-process, multiprocess mode): "
+        f"{cost['request_us']:.1f} us per request (middleware pair), "
+        f"{cost['statement_us']:.1f} us per SQL statement (execute wrapper)"
+    )
     return 0
+
+
+def instrumentation_cost() -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench._instrumentation_cost"],
+        cwd=support.BASE_DIR,
+        env=support.app_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -6,10 +6,10 @@ request at >= 10,000 events/s (a DRF field costs tens of microseconds per item);
 OpenAPI schema describes the same fields (`events.api.serializers.EventInSerializer`,
 kept in step by a test).
 
-Storage is one transaction: one COPY (or bulk INSERT) of the events (events.storage), one outbox row
-(`CausalityBatch`) naming them for the causality engine, and a conditional UPDATE of the
-tenant's usage row that both checks and charges the quota, so two concurrent requests
-can never overrun it. The outbox id is enqueued after commit.
+Storage is one transaction: one COPY (or bulk INSERT) of the events (`events.storage`),
+one outbox row (`CausalityBatch`) naming them for the causality engine, and a conditional
+UPDATE of the tenant's usage row that both checks and charges the quota, so two
+concurrent requests can never overrun it. The outbox id is enqueued after commit.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from django.db.models import F
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from alerts.eager import events_stored
 from metrics.catalogue import EVENT_ERRORS, EVENT_PROCESSING_DURATION, EVENTS
 from metrics.labels import tenant_label
 
@@ -357,6 +358,8 @@ def ingest(
         # robust: a broker outage must not fail a request whose events are stored; the
         # sweep task picks the batch up later.
         transaction.on_commit(lambda: enqueue(batch.pk), robust=True)
+        # The rules reading `events` see the batch now rather than at their next slot.
+        transaction.on_commit(lambda: events_stored(tenant.pk), robust=True)
 
     label = tenant_label(tenant)
     by_label = Counter((event_type_label(e["event_type"]), e["service_id"]) for e in valid)

@@ -112,6 +112,25 @@ class CausalLink(models.Model):
         return f"{self.cause_id} -> {self.effect_id} ({self.causality_type} {self.confidence:.2f})"
 
 
+class EventChain(models.Model):
+    """A linked event's most likely root, as the engine found it when linking the event.
+
+    Kept so that a new event's chain is one step from its causes' chains (the same
+    max-product criterion as the root-cause walk, docs/causality.md). `root_id` is not a
+    foreign key: retention may delete the root before the events it explains.
+    """
+
+    event = models.OneToOneField(
+        Event, on_delete=models.CASCADE, primary_key=True, related_name="chain"
+    )
+    root_id = models.BigIntegerField()
+    confidence = models.FloatField()
+    length = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.event_id} <- {self.root_id} ({self.length} links, {self.confidence:.2f})"
+
+
 class CausalityBatch(models.Model):
     """Events waiting for the causality engine (a transactional outbox).
 

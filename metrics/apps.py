@@ -18,3 +18,8 @@ class MetricsConfig(AppConfig):
 
         storage.connect_signals()
         celery_signals.connect()
+        # django-prometheus's HTTP families exist once per process, as HttpMetrics (with
+        # its left-out families), whoever asks django-prometheus for them first.
+        from .middleware import HttpMetrics
+
+        HttpMetrics.get_instance()

@@ -148,7 +148,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 elif _db["ENGINE"] == "django.db.backends.postgresql":
-    _db.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+    # 0 by default: under ASGI each request runs in a fresh thread, and a persistent
+    # connection per finished thread would exhaust PostgreSQL's max_connections.
+    _db.setdefault("CONN_MAX_AGE", _setting("DATABASE_CONN_MAX_AGE", env.int, 0, minimum=0))
     _db["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -208,6 +210,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(VAR_DIR / "broker" / "control"),
         "store_processed": False,
     }
+    for _folder in ("queue", "processed", "control"):  # kombu creates none of them
+        (VAR_DIR / "broker" / _folder).mkdir(parents=True, exist_ok=True)
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_IGNORE_RESULT = True
@@ -272,10 +276,12 @@ ALERT_TICK_SECONDS = _setting("ALERT_TICK_SECONDS", env.float, 1.0, minimum=0.1)
 ALERT_GROUP_WAIT = _setting("ALERT_GROUP_WAIT", env.int, 500, minimum=0)
 ALERT_SQL_TIMEOUT_MS = _setting("ALERT_SQL_TIMEOUT_MS", env.int, 5_000, minimum=100)
 # Timeout of one PromQL instant query of a `prometheus` rule (ms).
-ALERT_PROMETHEUS_TIMEOUT_MS = _setting(
-    "ALERT_PROMETHEUS_TIMEOUT_MS", env.int, 10_000, minimum=100
-)
+ALERT_PROMETHEUS_TIMEOUT_MS = _setting("ALERT_PROMETHEUS_TIMEOUT_MS", env.int, 10_000, minimum=100)
 ALERT_HISTORY_RETENTION_DAYS = _setting("ALERT_HISTORY_RETENTION_DAYS", env.int, 90, minimum=1)
+# Evaluate the sql rules that read `events` as soon as a tenant's events are ingested
+# (alerts/eager.py), at most twice per rule and debounce window (whole seconds).
+ALERT_EAGER_EVALUATION = _bool("ALERT_EAGER_EVALUATION", True)
+ALERT_EAGER_DEBOUNCE_SECONDS = _setting("ALERT_EAGER_DEBOUNCE_SECONDS", env.int, 1, minimum=1)
 # The alert engine: a tick that claims due rules and fans them out per tenant, and the
 # hourly history retention (alerts/tasks.py). A late tick is useless: it expires.
 CELERY_BEAT_SCHEDULE["alerts-tick"] = {

@@ -118,9 +118,8 @@ def bulk_save(objects: Sequence, fields: Sequence[str]) -> None:
         cursor.executemany(sql, params)
 
 
-def _parse(value: str) -> datetime | None:
-    parsed = parse_datetime(value) if isinstance(value, str) else None
-    return parsed
+def _parse(value) -> datetime | None:
+    return parse_datetime(value) if isinstance(value, str) else None
 
 
 class StateMachine:
@@ -195,12 +194,14 @@ class StateMachine:
         seen: set[str] = set()
         starting = []
         for sample in samples:
+            active = condition_holds(rule.condition_operator, rule.threshold, sample.value)
+            if not active and not current:
+                continue  # nothing to start and no live instance to update: the usual case
             labels, tenant_id = self._identity(rule, sample)
             fingerprint = fingerprint_of(rule.pk, labels)
             if fingerprint in seen:
                 continue  # a repeated label set: the first row wins
             seen.add(fingerprint)
-            active = condition_holds(rule.condition_operator, rule.threshold, sample.value)
             instance = current.get(fingerprint)
             if instance is not None:
                 self._step(rule, instance, active, sample.value, present=True, unknown=nodata)

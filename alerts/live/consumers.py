@@ -29,7 +29,6 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.utils import timezone
 
 from metrics.catalogue import WEBSOCKET_CONNECTIONS, WEBSOCKET_MESSAGES
 from tenants import audit
@@ -42,6 +41,7 @@ from .publish import (
     group_name,
     layer_is_shared,
     mark_listening,
+    now_iso,
     payloads_of,
 )
 from .tenancy import HandshakeRequest, resolve_board_tenant
@@ -197,7 +197,7 @@ class LiveBoardConsumer(AsyncJsonWebsocketConsumer):
                 logger.exception("live board: polling failed")
 
     async def poll_once(self) -> None:
-        as_of = timezone.now().isoformat()
+        as_of = now_iso()
         current = await database_sync_to_async(board_payloads)(self.tenant)
         changed = [payload for pk, payload in current.items() if self.known.get(pk) != payload]
         gone = [pk for pk in self.known if pk not in current]

@@ -105,6 +105,11 @@ def mark_listening(tenant_id: int) -> None:
     cache.set(listener_key(tenant_id), 1, timeout=LISTENER_TTL_SECONDS)
 
 
+def now_iso() -> str:
+    """The `as_of` of a reading: UTC, always with microseconds, so strings sort by time."""
+    return timezone.now().isoformat(timespec="microseconds")
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -170,11 +175,11 @@ def board_payloads(tenant) -> dict[int, dict]:
 
 def board_snapshot(tenant) -> dict:
     """The whole board of a tenant: what snapshot.json answers."""
-    as_of = timezone.now()  # taken before the read, so pushes read later win ties
+    as_of = now_iso()  # taken before the read, so pushes read later win ties
     instances = sorted(board_payloads(tenant).values(), key=_sort_key)
     return {
         "tenant": {"slug": tenant.slug, "name": tenant.name},
-        "as_of": as_of.isoformat(),
+        "as_of": as_of,
         "severities": list(SEVERITY_ORDER),
         "instances": instances,
     }
@@ -196,32 +201,41 @@ def publish(tenant_id: int, instance_ids: Iterable[int] | None = None) -> int:
 
     `instance_ids=None` republishes the tenant's whole board (after a silence changed).
     An id that no longer exists is sent as a removal. Does nothing, and reads nothing,
-    when no board of the tenant listens.
+    when no board of the tenant listens. Meant to run after a commit (the receivers
+    below, the engine's bulk writes); it never raises into its caller: a failure is
+    logged, and a board that lost its connection reloads its snapshot on reconnect.
     """
+    try:
+        return _publish(tenant_id, instance_ids)
+    except Exception:
+        logger.exception("live board: publishing to tenant %s failed", tenant_id)
+        return 0
+
+
+def _publish(tenant_id: int, instance_ids: Iterable[int] | None) -> int:
     layer = get_channel_layer()
     if not has_listeners(tenant_id, layer):
         return 0
-    as_of = timezone.now().isoformat()
+    as_of = now_iso()
     if instance_ids is None:
         current: dict[int, dict | None] = dict(board_payloads(tenant_id))
     else:
         current = payloads_of(tenant_id, instance_ids)
-    group = group_name(tenant_id)
-    send = async_to_sync(layer.group_send)
-    for pk, payload in current.items():
-        if payload is None:
-            send(group, {"type": LAYER_REMOVED, "tenant_id": tenant_id, "as_of": as_of, "id": pk})
-        else:
-            send(
-                group,
-                {
-                    "type": LAYER_INSTANCE,
-                    "tenant_id": tenant_id,
-                    "as_of": as_of,
-                    "instance": payload,
-                },
-            )
+    messages = [
+        {"type": LAYER_REMOVED, "tenant_id": tenant_id, "as_of": as_of, "id": pk}
+        if payload is None
+        else {"type": LAYER_INSTANCE, "tenant_id": tenant_id, "as_of": as_of, "instance": payload}
+        for pk, payload in current.items()
+    ]
+    # One trip into the event loop for all of them: from sync code each async_to_sync
+    # call starts a loop (and a Redis connection) of its own.
+    async_to_sync(_send_all)(layer, group_name(tenant_id), messages)
     return len(current)
+
+
+async def _send_all(layer, group: str, messages: list[dict]) -> None:
+    for message in messages:
+        await layer.group_send(group, message)
 
 
 # --- receivers (connected by AlertsConfig.ready() importing this module) --------------
@@ -236,9 +250,7 @@ def _on_commit(tenant_id: int | None, instance_ids: list[int] | None, using) -> 
         else:
             publish(tenant_id, instance_ids)
 
-    # robust: a channel layer that is down is logged, never raised into the code that
-    # changed the alert (the engine, the API); boards catch up from the snapshot.
-    transaction.on_commit(publish_committed, using=using, robust=True)
+    transaction.on_commit(publish_committed, using=using)
 
 
 @receiver(post_save, sender=AlertInstance, dispatch_uid="alerts.live.instance_saved")
@@ -267,10 +279,14 @@ def silence_changed(sender, instance, raw=False, using=None, **kwargs):
 
 def publish_global_silence_change() -> None:
     """A global silence can change any tenant's board: republish those with an open board."""
-    tenant_ids = (
-        AlertInstance.objects.filter(state__in=ACTIVE_STATES, tenant__isnull=False)
-        .values_list("tenant_id", flat=True)
-        .distinct()
-    )
+    try:
+        tenant_ids = list(
+            AlertInstance.objects.filter(state__in=ACTIVE_STATES, tenant__isnull=False)
+            .values_list("tenant_id", flat=True)
+            .distinct()
+        )
+    except Exception:  # after the commit: never into the caller (see publish)
+        logger.exception("live board: could not list the boards a global silence changes")
+        return
     for tenant_id in tenant_ids:
         publish(tenant_id)

@@ -90,3 +90,15 @@ async def close_worker_connections() -> None:
     (CONN_MAX_AGE) would otherwise outlive the test and block dropping the test database.
     """
     await sync_to_async(connections.close_all)()
+
+
+def fresh_channel_layer(settings) -> None:
+    """Give the test a channel layer of its own (same configuration, new instance).
+
+    Channels keeps one layer object per process; channels_redis ties its receive state to
+    the event loop that used it, and every async test runs on a new loop. Re-assigning
+    the setting makes Channels build a new layer for this test and drop it afterwards.
+    """
+    settings.CHANNEL_LAYERS = {
+        alias: dict(config) for alias, config in settings.CHANNEL_LAYERS.items()
+    }

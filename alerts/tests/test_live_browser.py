@@ -135,6 +135,9 @@ def browser(monkeypatch):
         )
         yield browser
         browser.close()
+        # ORM calls made inside Playwright's context got connections of their own; close
+        # them here, or they would outlive the test and keep the test database busy.
+        connections.close_all()
 
 
 def elsewhere(func, *args, **kwargs):
@@ -159,8 +162,10 @@ def row(instance_id: int) -> str:
 
 
 def test_board_shows_firing_alerts_live_and_acts_on_them(
-    server, browser, board_user, tenant_a, tenant_b
+    board_user, tenant_a, tenant_b, server, browser
 ):
+    # (Fixture order: the browser, and with it Playwright's event loop in this thread,
+    # is gone before the database is flushed.)
     rule = elsewhere(make_rule, tenant_a)
     latency = elsewhere(make_rule, tenant_a, name="traversion_high_p95_latency", severity="warning")
     waiting = elsewhere(

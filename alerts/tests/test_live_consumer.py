@@ -31,6 +31,7 @@ from .live_helpers import (
     acknowledge,
     change_state,
     close_worker_connections,
+    fresh_channel_layer,
     make_instance,
     make_rule,
     sample,
@@ -51,8 +52,9 @@ async def worker_connections_closed():
 
 
 @pytest.fixture
-def shared_layer(redis_url):
+def shared_layer(redis_url, settings):
     """The Redis channel layer the suite's settings configure (REDIS_URL is set)."""
+    fresh_channel_layer(settings)
     layer = get_channel_layer()
     assert layer_is_shared(layer), "tests of push delivery need the Redis channel layer"
     return layer
@@ -194,6 +196,7 @@ async def test_socket_from_another_site_is_refused(users, tenant_a, shared_layer
     )
     connected, _ = await communicator.connect(timeout=TIMEOUT)
     assert connected is False
+    await communicator.disconnect()
 
 
 async def test_user_of_b_cannot_join_a(users, tenant_a, tenant_b, shared_layer):

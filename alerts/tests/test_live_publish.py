@@ -6,6 +6,7 @@ group, as a socket's consumer does), so they check `publish` apart from the cons
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -23,19 +24,27 @@ from alerts.live.publish import (
     layer_is_shared,
     listener_key,
     mark_listening,
+    publish,
 )
 from alerts.models import Silence
 
-from .live_helpers import change_state, close_worker_connections, make_instance, make_rule
+from .live_helpers import (
+    change_state,
+    close_worker_connections,
+    fresh_channel_layer,
+    make_instance,
+    make_rule,
+)
 
 TIMEOUT = 5
 
 
 @pytest.fixture
-def quiet(redis_url):
+def quiet(redis_url, settings):
     """No board is open for any tenant (listener marks of earlier runs are cleared)."""
     from django.core.cache import cache
 
+    fresh_channel_layer(settings)
     assert layer_is_shared(), "these tests need the Redis channel layer (REDIS_URL)"
 
     def clear(*tenants):
@@ -93,7 +102,8 @@ def test_publishing_waits_for_the_commit_and_skips_rollbacks(tenant_a, quiet):
 
 
 @pytest_asyncio.fixture
-async def board_channel(redis_url):
+async def board_channel(redis_url, settings):
+    fresh_channel_layer(settings)
     layer = get_channel_layer()
     channels = []
 
@@ -168,3 +178,25 @@ async def test_global_silence_reaches_every_listening_tenant(tenant_a, tenant_b,
         instance_b.pk,
         True,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broken_channel_layer_never_breaks_the_save(tenant_a, settings, caplog):
+    # Nothing listens on port 1: every publish fails to connect.
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]},
+        }
+    }
+    instance = make_instance(make_rule(tenant_a))
+    mark_listening(tenant_a.pk)
+    with caplog.at_level(logging.ERROR, logger="alerts.live.publish"):
+        change_state(instance, InstanceState.RESOLVED)
+        with transaction.atomic():
+            change_state(instance, InstanceState.FIRING)
+    instance.refresh_from_db()
+    assert instance.state == InstanceState.FIRING
+    failures = [r for r in caplog.records if "publishing to tenant" in r.getMessage()]
+    assert len(failures) == 2
+    assert publish(tenant_a.pk, [instance.pk]) == 0

@@ -1,2 +1,3 @@
-"""The causality engine: scoring (scoring.py), linking (engine.py), root causes
-(rootcause.py), patterns (patterns.py) and the anomaly score (anomaly.py)."""
+"""The causality engine: scoring (scoring.py), linking a batch (engine.py), root causes
+(rootcause.py), patterns (patterns.py), the anomaly score (anomaly.py), and the outbox
+between ingestion and the engine (outbox.py)."""

@@ -9,8 +9,8 @@
    the horizon (one LATERAL index scan per key);
 3. score every (candidate, effect) pair in memory (scoring.score), keep the K most
    confident causes above θ for each effect, store the new links;
-4. walk each linked event back to its root (chain length), update the pattern detector,
-   and feed the metrics.
+4. settle each linked event's most likely root from its causes' (chain length), update
+   the pattern detector, and feed the metrics.
 
 Events of different tenants never meet: every query is bound to one tenant.
 """
@@ -40,9 +40,8 @@ from metrics.catalogue import (
 from metrics.labels import tenant_label
 from tenants.models import Tenant
 
-from ..models import CausalLink, Event, EventUsage
+from ..models import CausalLink, Event, EventChain, EventUsage
 from .patterns import LinkKey, detect_patterns
-from .rootcause import root_causes
 from .scoring import (
     CAUSE_TYPES,
     DEFAULT_PARAMS,
@@ -145,11 +144,13 @@ def _process_tenant(
         CAUSALITY_CONFIDENCE.observe(link.confidence)
     result.links.extend(link for link, _, _ in links)
 
+    # Root cause of each linked event, one step from its causes' (dynamic programming
+    # over the DAG, the walk's max-product criterion): chain length and its timing.
     walk_started = time.perf_counter()
+    chains = _chains(scored, effect_rows)
     linked = sorted({effect.id for _, _, effect in links})
-    found = root_causes(tenant_id, linked, max_depth=params.root_cause_max_depth)
     for effect_id in linked:
-        length = found[effect_id].chain_length
+        length = chains[effect_id][2]
         result.chain_lengths[effect_id] = length
         CAUSALITY_CHAIN_LENGTH.observe(length)
     per_walk = (time.perf_counter() - walk_started) / len(linked)
@@ -167,6 +168,41 @@ def _process_tenant(
         for link, cause, effect in links
     ]
     result.patterns.extend(detect_patterns(tenant_id, label, keys, params))
+
+
+def _chains(
+    scored: dict[int, list[tuple[float, str, Row]]], effect_rows: dict[int, Row]
+) -> dict[int, tuple[int, float, int]]:
+    """(root id, path confidence, links) of every linked effect; stored as EventChain.
+
+    An effect's best chain is its best cause's chain plus the link to it. Causes outside
+    the batch bring theirs from EventChain (a cause never linked is its own root); causes
+    inside it are earlier in (time, id) order, so they are settled first.
+    """
+    outside = {cause.id for causes in scored.values() for _, _, cause in causes} - set(scored)
+    known: dict[int, tuple[int, float, int]] = {
+        event_id: (root_id, confidence, length)
+        for event_id, root_id, confidence, length in EventChain.objects.filter(
+            event_id__in=sorted(outside)
+        ).values_list("event_id", "root_id", "confidence", "length")
+    }
+    for effect_id in sorted(scored, key=lambda pk: (effect_rows[pk].ts, pk)):
+        best = None
+        for confidence, _, cause in scored[effect_id]:
+            root_id, cause_confidence, length = known.get(cause.id, (cause.id, 1.0, 0))
+            value = confidence * cause_confidence
+            if best is None or value > best[1]:
+                best = (root_id, value, length + 1)
+        known[effect_id] = best
+    chains = {effect_id: known[effect_id] for effect_id in scored}
+    EventChain.objects.bulk_create(
+        [
+            EventChain(event_id=pk, root_id=root_id, confidence=confidence, length=length)
+            for pk, (root_id, confidence, length) in chains.items()
+        ],
+        ignore_conflicts=True,
+    )
+    return chains
 
 
 def _clusters(effects: list[Row], horizon: float) -> list[list[Row]]:

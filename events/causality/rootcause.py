@@ -7,9 +7,10 @@ products, which only shrink along a path) pops roots in decreasing order of path
 confidence: the first root popped is the answer, the following ones rank the others.
 
 The graph is loaded lazily: a search asks for an event's causes only when it is about to
-expand that event. Many searches (the engine walks every event it just linked) advance
-in lockstep, and each round loads the causes all of them need in one query, so the cost
-follows the paths actually explored, not the whole ancestry.
+expand that event, so the cost follows the paths actually explored, not the whole
+ancestry. Several searches advance in lockstep, each round loading the causes all of
+them need in one query. The API walks here; the engine keeps each linked event's chain
+incrementally instead (engine._chains), by the same criterion.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ QUERY_CHUNK = 5_000
 #: Rounds of loading after which the remaining searches stop (their best node so far is
 #: reported as a truncated root). A guard against pathological graphs only.
 MAX_ROUNDS = 200
-import os
-FRONTIER_BATCH = int(os.environ.get('FB', '1'))
 
 
 @dataclass(frozen=True)
@@ -83,26 +82,15 @@ class _Search:
                 continue
             at_limit = self.depth[node] >= self.max_depth
             if node not in incoming and not at_limit:
-                # Ask for the whole unexplored frontier, not just the top: a round trip
-                # costs more than a few extra index lookups, and the rounds stay bounded
-                # by the depth of the walk.
-                return set(
-                    heapq.nsmallest(
-                        FRONTIER_BATCH if not self.rank_all else len(self.heap),
-                        (
-                            (c, n)
-                            for c, n in self.heap
-                            if n not in incoming and n not in self.done and self.depth[n] < self.max_depth
-                        ),
-                    )
-                ) and {n for _, n in heapq.nsmallest(
-                        FRONTIER_BATCH if not self.rank_all else len(self.heap),
-                        (
-                            (c, n)
-                            for c, n in self.heap
-                            if n not in incoming and n not in self.done and self.depth[n] < self.max_depth
-                        ),
-                    )}
+                if not self.rank_all:
+                    # The next node only: its causes may already settle the answer.
+                    return {node}
+                # Ranking explores everything: load the whole frontier at once.
+                return {
+                    n
+                    for _, n in self.heap
+                    if n not in incoming and n not in self.done and self.depth[n] < self.max_depth
+                }
             heapq.heappop(self.heap)
             self.done.add(node)
             hops = [] if at_limit else incoming[node]

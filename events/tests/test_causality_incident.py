@@ -180,3 +180,21 @@ def test_reprocessing_a_batch_adds_no_link(incident):
     result = process_events(ids["alpha"])
     assert result.links == []
     assert CausalLink.objects.count() == links
+
+
+def test_engine_chains_agree_with_the_root_cause_walk(incident, tenant_a, tenant_b):
+    """The chain the engine keeps for each linked event is the one the API walk finds."""
+    from events.causality.rootcause import root_causes
+    from events.models import EventChain
+
+    ids, results = incident
+    chains = {c.event_id: c for c in EventChain.objects.all()}
+    linked = {k: v for r in results for k, v in r.chain_lengths.items()}
+    assert set(chains) == set(linked) == set(CausalLink.objects.values_list("effect_id", flat=True))
+    for tenant in (tenant_a, tenant_b):
+        found = root_causes(tenant.pk, [pk for pk in ids[tenant.slug] if pk in chains])
+        for event_id, walk in found.items():
+            chain = chains[event_id]
+            assert (chain.root_id, chain.length) == (walk.root_id, walk.chain_length)
+            assert chain.confidence == pytest.approx(walk.confidence)
+            assert linked[event_id] == walk.chain_length

@@ -85,7 +85,7 @@ def test_successes_do_not_count_and_the_window_ends(api_client, users, limits):
     assert jwt_login(api_client, "member", "pw-member").status_code == 200
 
 
-def test_window_expiry_in_the_cache(users, limits):
+def test_retry_after_is_what_is_left_of_the_window(users, limits):
     limits.LOGIN_RATE_LIMIT_WINDOW_SECONDS = 1
     for _ in range(3):
         ratelimit.record_failure("192.0.2.77", "someone")

@@ -1,0 +1,99 @@
+"""Evaluation scale: one full pass of N sql rules on a Celery worker, and how it grows.
+
+On a fresh PostgreSQL database: --tenants tenants (default 100) and, for the largest
+step, enough sql rules per tenant to reach it, over --events events (default 1 M,
+written with one INSERT ... SELECT generate_series) and --audit audit rows. The rules
+and data are those of `bench/evaluation.py` (the guide's counts and group-bys over
+`events`, `auth_attempts` and `audit_log`, 5 templates x 20 windows, 2 % firing).
+
+For each step (default 1,000 and 10,000 rules; `--steps 1000,10000,50000` for the
+issue's full curve) only that many rules are enabled (the same number per tenant), a
+real worker (--concurrency prefork processes, on Redis) is sent the tick's per-tenant
+tasks, and the pass is timed until every enabled rule has been evaluated. Each step
+runs --passes passes; the table gives each pass and the growth per rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+from . import _support as support
+from . import evaluation as shared
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument(
+        "--steps",
+        default="1000,10000",
+        help="comma-separated rule counts (each a multiple of --tenants)",
+    )
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in total")
+    parser.add_argument("--audit", type=int, default=100_000, help="audit rows in total")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--passes", type=int, default=2, help="passes per step")
+
+
+def parse_steps(args: argparse.Namespace) -> list[int]:
+    steps = sorted({int(s) for s in str(args.steps).split(",") if s.strip()})
+    bad = [s for s in steps if s <= 0 or s % args.tenants]
+    if bad:
+        raise SystemExit(f"--steps: {bad} not positive multiples of --tenants ({args.tenants})")
+    return steps
+
+
+def enable(per_tenant: int) -> int:
+    """Enable the first `per_tenant` rules of every tenant, disable the rest."""
+    from alerts.models import AlertRule
+
+    cut = f"rule_{per_tenant:04d}"
+    AlertRule.objects.filter(name__lt=cut).update(enabled=True)
+    AlertRule.objects.filter(name__gte=cut).update(enabled=False)
+    return AlertRule.objects.filter(enabled=True).count()
+
+
+def run(args: argparse.Namespace) -> int:
+    import redis
+
+    steps = parse_steps(args)
+    support.fresh_database()
+    support.setup_django(CELERY_BROKER_URL=support.redis_url())
+    redis.Redis.from_url(support.redis_url()).flushdb()
+    started = time.monotonic()
+    args.rules = steps[-1] // args.tenants
+    shared.prepare(args)
+    print(
+        f"prepared {args.tenants} tenants x {args.rules} rules = {steps[-1]:,} rules, "
+        f"{args.events:,} events, {args.audit:,} audit rows in "
+        f"{time.monotonic() - started:.1f} s ({os.cpu_count()} cores)",
+        flush=True,
+    )
+    log = tempfile.NamedTemporaryFile(prefix="bench-scale-worker-", suffix=".log", delete=False)
+    worker = shared.start_worker(args.concurrency, log)
+    rows = []
+    try:
+        shared.wait_until(lambda: b" ready." in open(log.name, "rb").read(), 120, "the worker")
+        for step in steps:
+            total = enable(step // args.tenants)
+            for number in range(1, args.passes + 1):
+                load = os.getloadavg()[0]
+                claimed, seconds = shared.celery_pass(total)
+                rows.append(
+                    (
+                        f"{total:,}",
+                        number,
+                        f"{seconds:.2f}",
+                        f"{claimed / seconds:,.0f}",
+                        f"{1000 * seconds / claimed:.2f}",
+                        f"{load:.1f}",
+                    )
+                )
+                print(f"  {total:,} rules, pass {number}: {seconds:.2f} s", flush=True)
+    finally:
+        shared.stop_worker(worker)
+    print(f"\n{args.concurrency} worker processes; load = 1-minute load average before the pass")
+    support.print_table(["rules", "pass", "seconds", "rules/s", "ms/rule", "load"], rows)
+    return 0
