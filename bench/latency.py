@@ -8,8 +8,8 @@ server, the production path; `--via orm`: an ORM insert, which only the tick see
 and times, from the moment the POST (or INSERT) is sent, until the
 receiver gets the `[FIRING…]` POST; then inserts an `up` event (each trial has a probe of
 its own, so one instance does not flap) and times until the
-`[RESOLVED…]` POST. A random pause before each insert spreads the inserts over the
-tick's phase. Reports p50/p95/max for firing and resolve.
+`[RESOLVED…]` POST. A random pause before each insert (--pause, 1.05 to 1.45 s) spreads
+the inserts over the tick's phase and keeps them out of each other's debounce window. Reports p50/p95/max for firing and resolve.
 
 Latency = waiting for the rule's next slot (evaluation interval, checked every tick)
 + evaluation + ALERT_GROUP_WAIT + delivery; with eager evaluation (`--eager`, the
@@ -55,6 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for one notification"
+    )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        nargs=2,
+        default=(1.05, 1.45),
+        metavar=("MIN", "MAX"),
+        help="random pause (s) before each insert; above ALERT_EAGER_DEBOUNCE_SECONDS so "
+        "every insert is a condition change of its own, not part of a debounced burst",
     )
     parser.add_argument(
         "--via",
@@ -311,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
                 ("down", "[FIRING", firing),
                 ("up", "[RESOLVED", resolving),
             ):
-                time.sleep(rng.uniform(0.05, 0.4))
+                time.sleep(rng.uniform(*args.pause))
                 sent = insert(f"probe-{trial:04d}", state)
                 arrived, seen = receiver.wait_for(prefix, seen, sent, args.timeout)
                 into.append(arrived - sent)

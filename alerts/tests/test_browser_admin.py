@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connections
 
 from alerts.delivery import deliver_group
 from alerts.models import AlertRule, Notification
@@ -59,6 +60,10 @@ def browser_page(monkeypatch):
             yield page
         finally:
             browser.close()
+            # ORM calls made while Playwright's loop runs get their own connection (the
+            # connection is context-local); close it, or the test database cannot be
+            # dropped at the end of the run.
+            connections.close_all()
 
 
 def test_admin_rule_with_bad_sql_then_fixed_then_test_fired(
