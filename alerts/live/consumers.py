@@ -31,6 +31,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from metrics.catalogue import WEBSOCKET_CONNECTIONS, WEBSOCKET_MESSAGES
+from metrics.labels import tenant_label
 from tenants import audit
 from tenants.choices import AuditAction
 from tenants.scoping import TenantSelectionError
@@ -80,9 +81,11 @@ class LiveBoardConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_FOR_STATUS.get(exc.status, CLOSE_FORBIDDEN))
             return
         self.tenant = context.tenant
+        # tenant_id is the tenant's primary key, as in every traversion_* family.
+        self.metric_tenant = tenant_label(self.tenant)
         self.group = group_name(self.tenant.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        WEBSOCKET_CONNECTIONS.labels(self.tenant.slug).inc()
+        WEBSOCKET_CONNECTIONS.labels(self.metric_tenant).inc()
         self.counted = True
         shared = layer_is_shared(self.channel_layer)
         if shared:
@@ -108,7 +111,7 @@ class LiveBoardConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
             self.group = None
         if self.counted:
-            WEBSOCKET_CONNECTIONS.labels(self.tenant.slug).dec()
+            WEBSOCKET_CONNECTIONS.labels(self.metric_tenant).dec()
             self.counted = False
 
     # --- client -> server ------------------------------------------------------------
@@ -173,7 +176,7 @@ class LiveBoardConsumer(AsyncJsonWebsocketConsumer):
 
     async def send_message(self, message_type: str, **body) -> None:
         await self.send_json({"type": message_type, **body})
-        WEBSOCKET_MESSAGES.labels(self.tenant.slug, message_type).inc()
+        WEBSOCKET_MESSAGES.labels(self.metric_tenant, message_type).inc()
 
     # --- background ------------------------------------------------------------------
 

@@ -98,7 +98,7 @@ async def test_tenant_a_receives_its_changes_and_never_tenant_b(
     assert hello_a["tenant"] == {"slug": "alpha", "name": "Alpha"}
     assert hello_b["tenant"]["slug"] == "beta"
     assert hello_a["mode"] == "push"
-    instance_messages = sample(MESSAGES, tenant_id="alpha", message_type="instance")
+    instance_messages = sample(MESSAGES, tenant_id=str(tenant_a.pk), message_type="instance")
 
     # A's instance goes pending, then fires: both transitions reach A's board.
     instance_a = await db(make_instance)(rule_a, state=InstanceState.PENDING, value=0.07)
@@ -147,7 +147,10 @@ async def test_tenant_a_receives_its_changes_and_never_tenant_b(
     assert acked["instance"]["acknowledged_by"] == "member"
     assert await socket_b.receive_nothing(timeout=0.5)
 
-    assert sample(MESSAGES, tenant_id="alpha", message_type="instance") == instance_messages + 3
+    assert (
+        sample(MESSAGES, tenant_id=str(tenant_a.pk), message_type="instance")
+        == instance_messages + 3
+    )
     await socket_a.disconnect()
     await socket_b.disconnect()
 
@@ -180,10 +183,10 @@ async def test_saves_that_change_nothing_visible_are_not_pushed(users, tenant_a,
 
 
 async def test_anonymous_socket_is_refused(users, tenant_a, shared_layer):
-    before = sample(CONNECTIONS, tenant_id="alpha")
+    before = sample(CONNECTIONS, tenant_id=str(tenant_a.pk))
     socket = await open_socket(user=None, tenant="alpha")
     assert await closed_with(socket) == CLOSE_UNAUTHENTICATED
-    assert sample(CONNECTIONS, tenant_id="alpha") == before
+    assert sample(CONNECTIONS, tenant_id=str(tenant_a.pk)) == before
     await socket.disconnect()
 
 
@@ -269,17 +272,20 @@ async def test_ping_and_bad_frames(users, tenant_a, shared_layer):
 
 
 async def test_connections_gauge_goes_up_and_down(users, tenant_a, tenant_b, shared_layer):
-    alpha, beta = sample(CONNECTIONS, tenant_id="alpha"), sample(CONNECTIONS, tenant_id="beta")
-    hellos = sample(MESSAGES, tenant_id="alpha", message_type="hello")
+    alpha, beta = (
+        sample(CONNECTIONS, tenant_id=str(tenant_a.pk)),
+        sample(CONNECTIONS, tenant_id=str(tenant_b.pk)),
+    )
+    hellos = sample(MESSAGES, tenant_id=str(tenant_a.pk), message_type="hello")
     first, _ = await joined(users["owner"])
     second, _ = await joined(users["member"])
-    assert sample(CONNECTIONS, tenant_id="alpha") == alpha + 2
-    assert sample(CONNECTIONS, tenant_id="beta") == beta
-    assert sample(MESSAGES, tenant_id="alpha", message_type="hello") == hellos + 2
+    assert sample(CONNECTIONS, tenant_id=str(tenant_a.pk)) == alpha + 2
+    assert sample(CONNECTIONS, tenant_id=str(tenant_b.pk)) == beta
+    assert sample(MESSAGES, tenant_id=str(tenant_a.pk), message_type="hello") == hellos + 2
     await first.disconnect()
-    assert sample(CONNECTIONS, tenant_id="alpha") == alpha + 1
+    assert sample(CONNECTIONS, tenant_id=str(tenant_a.pk)) == alpha + 1
     await second.disconnect()
-    assert sample(CONNECTIONS, tenant_id="alpha") == alpha
+    assert sample(CONNECTIONS, tenant_id=str(tenant_a.pk)) == alpha
 
 
 async def test_idle_socket_outlives_the_layers_blocking_read(users, tenant_a, shared_layer):
