@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     support.fresh_database()
     support.setup_django(CELERY_BROKER_URL=support.redis_url())
-    redis.Redis.from_url(support.redis_url()).flushdb()
+    redis.Redis.from_url(support.redis_url()).delete("celery", "unacked", "unacked_index")
     from alerts.models import AlertInstance, Notification
     from alerts.tasks import run_tick
 

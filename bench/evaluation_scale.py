@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     steps = parse_steps(args)
     support.fresh_database()
     support.setup_django(CELERY_BROKER_URL=support.redis_url())
-    redis.Redis.from_url(support.redis_url()).flushdb()
+    redis.Redis.from_url(support.redis_url()).delete("celery", "unacked", "unacked_index")
     started = time.monotonic()
     args.rules = steps[-1] // args.tenants
     shared.prepare(args)

@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
 
     support.fresh_database()
     support.setup_django(CELERY_BROKER_URL=support.redis_url())
-    redis.Redis.from_url(support.redis_url()).flushdb()
+    redis.Redis.from_url(support.redis_url()).delete("celery", "unacked", "unacked_index")
     receiver = SlackReceiver()
     tenant, rule = prepare(receiver, args.interval_ms)
     workdir = tempfile.mkdtemp(prefix="bench-latency-")

@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 import django_filters
+from django import forms
+from django_filters.fields import IsoDateTimeField
 
 from .choices import Severity
+from .ingest import to_utc
 from .models import Event
+
+
+class UTCDateTimeField(forms.DateTimeField):
+    """ISO 8601, normalised to UTC (PostgreSQL refuses offsets beyond +-15:59)."""
+
+    def to_python(self, value):
+        parsed = IsoDateTimeField().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return to_utc(parsed)
+        except ValueError:
+            raise forms.ValidationError("Date-time out of range.", code="invalid") from None
+
+
+class UTCDateTimeFilter(django_filters.Filter):
+    field_class = UTCDateTimeField
 
 
 class CharInFilter(django_filters.BaseInFilter, django_filters.CharFilter):
@@ -17,10 +37,10 @@ class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
 
 
 class EventFilterSet(django_filters.FilterSet):
-    since = django_filters.IsoDateTimeFilter(
+    since = UTCDateTimeFilter(
         field_name="timestamp", lookup_expr="gte", label="Events at or after (ISO 8601)"
     )
-    until = django_filters.IsoDateTimeFilter(
+    until = UTCDateTimeFilter(
         field_name="timestamp", lookup_expr="lt", label="Events before (ISO 8601)"
     )
     service_id = CharInFilter(lookup_expr="in", label="Service id(s), comma-separated")

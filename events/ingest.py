@@ -182,16 +182,28 @@ def _attributes(value, errors: ItemErrors) -> tuple[dict, str, int]:
 
 
 def parse_timestamp(value) -> datetime:
-    """ISO 8601 text -> aware datetime (no offset means UTC). Raises ValueError."""
+    """ISO 8601 text -> datetime in UTC (no offset means UTC). Raises ValueError."""
     if not isinstance(value, str):
         raise ValueError("Expected an ISO 8601 date-time string.")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError("Not an ISO 8601 date-time (e.g. 2025-01-31T12:00:00Z).") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+    return to_utc(parsed)
+
+
+def to_utc(moment: datetime) -> datetime:
+    """An aware datetime in UTC (naive means UTC). Raises ValueError out of range.
+
+    Stored and compared in UTC: PostgreSQL refuses offsets beyond +-15:59, which Python
+    parses happily (e.g. -20:09).
+    """
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("Date-time out of range.") from None
 
 
 def _timestamp(value, errors: ItemErrors, now: datetime, oldest: datetime) -> datetime:

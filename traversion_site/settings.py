@@ -130,7 +130,8 @@ TEMPLATES = [
 ]
 
 # --- database ---------------------------------------------------------------
-DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'traversion.sqlite3'}")
+# An empty value means "the default", like an unset one.
+DATABASE_URL = env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'traversion.sqlite3'}"
 try:
     _db = env.db_url_config(DATABASE_URL)
 except (ValueError, KeyError) as exc:  # unknown scheme or unparsable URL

@@ -18,6 +18,8 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
+from ..ingest import to_utc
+
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
 
@@ -34,7 +36,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         parsed = datetime.fromisoformat(timestamp)
         if parsed.tzinfo is None:
             raise ValueError("naive timestamp")
-        return parsed, int(pk)
+        return to_utc(parsed), int(pk)
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise ValidationError({"cursor": ["Invalid cursor."]}) from None
 

@@ -317,3 +317,21 @@ def test_unknown_field_names_are_echoed_safely(tenant_a, api_key_for):
     )
     assert response.status_code == 400
     assert list(response.json()["errors"]["0"]) == ["?bad"]
+
+
+def test_timestamps_with_any_offset_are_stored_in_utc(tenant_a, api_key_for, post_events):
+    moment = (timezone.now() - timedelta(minutes=5)).replace(microsecond=0)
+    # -20:00 is valid ISO 8601 that PostgreSQL would refuse as an offset.
+    local = moment.astimezone(UTC).replace(tzinfo=None) - timedelta(hours=20)
+    response = post_events(
+        api_key_for(tenant_a),
+        {"service_id": "a", "event_type": "log", "timestamp": local.isoformat() + "-20:00"},
+    )
+    assert response.status_code == 201, response.content
+    assert Event.objects.get().timestamp == moment
+    bad = post_events(
+        api_key_for(tenant_a),
+        {"service_id": "a", "event_type": "log", "timestamp": "0001-01-01T00:00:00+05:00"},
+    )
+    assert bad.status_code == 400
+    assert list(bad.json()["errors"]["0"]) == ["timestamp"]

@@ -37,8 +37,8 @@ def test_batch_id_is_enqueued_only_after_commit(tenant_a, django_capture_on_comm
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         result = ingest(tenant_a, incident(timezone.now()), enqueue=sent.append)
     assert sent == []  # nothing leaves before the transaction commits
-    assert len(callbacks) == 1
-    callbacks[0]()
+    for callback in callbacks:  # (the alert engine's eager evaluation hooks in too)
+        callback()
     assert sent == [result.batch_id]
     assert CausalityBatch.objects.get(pk=result.batch_id).event_ids == result.ids
 

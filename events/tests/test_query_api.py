@@ -168,3 +168,18 @@ def test_root_cause_of_an_event_without_causes_is_itself(stored, api_key_for, te
 
 def test_paths_have_no_trailing_slash(stored, api_key_for, tenant_a):
     assert api_key_for(tenant_a).get(f"{EVENTS_URL}/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("since", "status"),
+    [
+        ("2020-01-01T00:00:00-20:09", 200),  # Python parses it, PostgreSQL would refuse it
+        ("1067-08-03T20:55:24-20:09", 200),
+        ("0001-01-01T00:00:00+05:00", 400),  # before year 1 once in UTC
+    ],
+)
+def test_odd_offsets_are_normalised_not_500(stored, api_key_for, tenant_a, since, status):
+    response = api_key_for(tenant_a).get(EVENTS_URL, {"since": since})
+    assert response.status_code == status, response.content
+    if status == 200:
+        assert len(response.json()["results"]) == 10
