@@ -7,9 +7,9 @@ whose query reads the `events` view are sent to `alerts.evaluate_rule` right awa
 
 Debounced per rule with two cache keys living ALERT_EAGER_DEBOUNCE_SECONDS: the first
 batch of a window evaluates the rule at once (leading edge); the first later batch of
-the same window schedules one more evaluation at the end of the window (trailing
-edge), so an event is never left for the tick but a busy tenant costs at most two
-evaluations per rule and window. The tick's slots are unaffected: an eager evaluation
+the same window schedules one more evaluation a window later (trailing edge), so an
+event is never left for the tick but a busy tenant costs at most two evaluations per
+rule and window. The tick's slots are unaffected: an eager evaluation
 is an extra one (the state machine locks the rule, so the two never interleave).
 """
 
