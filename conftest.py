@@ -24,6 +24,18 @@ def require_service(name: str, host: str, port: int) -> None:
         pytest.skip(message)
 
 
+def require_postgresql(reason: str) -> None:
+    """Skip on another database locally; in CI the suite must run on PostgreSQL, so fail."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        return
+    message = f"{reason} (the test database is {connection.vendor})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + "; CI must run on PostgreSQL")
+    pytest.skip(message)
+
+
 def require_binary(name: str) -> str:
     import shutil
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from conftest import require_postgresql
+
 QUEUE = "celery"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,11 +61,9 @@ def celery_on_redis(redis_url):
 
 
 def database_url() -> str:
-    from django.db import connection
 
     db = settings.DATABASES["default"]
-    if connection.vendor != "postgresql":
-        pytest.skip("the worker tests share the PostgreSQL test database with a subprocess")
+    require_postgresql("the worker tests share the PostgreSQL test database with a subprocess")
     auth = db.get("USER") or "postgres"
     if db.get("PASSWORD"):
         auth += f":{db['PASSWORD']}"

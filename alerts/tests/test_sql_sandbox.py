@@ -16,6 +16,7 @@ from alerts.choices import RuleHealth
 from alerts.evaluation import QueryError, get_datasource
 from alerts.evaluation.runner import evaluate_rules
 from alerts.evaluation.sql import compile_query, sandbox
+from conftest import require_postgresql
 from metrics.catalogue import ALERT_EVALUATIONS
 from tenants.models import ApiKey, AuditEvent
 
@@ -28,8 +29,7 @@ SQL = get_datasource("sql")
 
 @pytest.fixture
 def world(tenant_a, tenant_b):
-    if connection.vendor != "postgresql":
-        pytest.skip("the sandbox's second wall (READ ONLY, statement_timeout) is PostgreSQL's")
+    require_postgresql("the sandbox's second wall (READ ONLY, statement_timeout) is PostgreSQL's")
     for tenant, n in ((tenant_a, 3), (tenant_b, 5)):
         for i in range(n):
             AuditEvent.objects.create(

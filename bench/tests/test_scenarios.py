@@ -11,14 +11,14 @@ import pytest
 from django.conf import settings
 
 from bench._support import BASE_DIR
+from conftest import require_postgresql
 
 pytestmark = pytest.mark.integration
 
 
 def run_scenario(redis_url: str, suffix: str, *argv: str) -> str:
     db = settings.DATABASES["default"]
-    if db["ENGINE"].rsplit(".", 1)[-1] != "postgresql":
-        pytest.skip("the benchmarks run on PostgreSQL")
+    require_postgresql("the benchmarks run on PostgreSQL")
     host = db["HOST"] or "127.0.0.1"
     url = f"postgres://{db['USER']}@{host}:{db['PORT'] or 5432}/{db['NAME']}_{suffix}"
     result = subprocess.run(
