@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from events.ingest import validate_event
@@ -48,8 +47,10 @@ def rows(now):
 
 @pytest.mark.parametrize("copy", [True, False])
 def test_insert_paths_store_identical_rows(tenant_a, copy):
-    if copy and connection.vendor != "postgresql":
-        pytest.skip("COPY is the PostgreSQL path")
+    if copy:
+        from conftest import require_postgresql
+
+        require_postgresql("COPY is the PostgreSQL path")
     now = timezone.now()
     ids = insert_events(tenant_a, rows(now), now, copy=copy)
     assert len(ids) == 2 and ids == sorted(ids)

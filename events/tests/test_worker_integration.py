@@ -24,11 +24,10 @@ pytestmark = pytest.mark.integration
 
 def test_database_url(settings) -> str:
     """The URL of the test database pytest-django created (the worker must use it)."""
-    from django.db import connection
+    from conftest import require_postgresql
 
+    require_postgresql("the worker shares the test database with a subprocess")
     database = settings.DATABASES["default"]
-    if connection.vendor != "postgresql":
-        pytest.skip("the worker integration test needs PostgreSQL (a shared database)")
     base = urlparse(os.environ["DATABASE_URL"])
     return base._replace(path="/" + database["NAME"]).geturl()
 
