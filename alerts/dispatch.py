@@ -9,6 +9,7 @@ row of a group schedules the Celery task that delivers the whole group as one me
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 from datetime import timedelta
@@ -17,6 +18,8 @@ from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+
+from metrics.catalogue import ALERT_NOTIFICATIONS
 
 from .choices import (
     DELIVER_GROUP_TASK,
@@ -88,6 +91,21 @@ def group_key_for(event: AlertEvent, channel: NotificationChannel, now) -> str:
 
 def idempotency_key_for(event: AlertEvent, channel: NotificationChannel) -> str:
     return hashlib.sha256(f"notification:{event.pk}:{channel.pk}".encode()).hexdigest()
+
+
+SUPPRESSED_STATUSES = (
+    NotificationStatus.SUPPRESSED_SILENCE,
+    NotificationStatus.SUPPRESSED_COOLDOWN,
+)
+
+
+def count_suppressed(rows: list[Notification]) -> None:
+    """Suppressions are delivery outcomes too: count them where they are decided."""
+    counts = collections.Counter(
+        row.channel.type for row in rows if row.status in SUPPRESSED_STATUSES
+    )
+    for channel_type, amount in counts.items():
+        ALERT_NOTIFICATIONS.labels(channel_type=channel_type, result="suppressed").inc(amount)
 
 
 def schedule_group(group_key: str) -> None:
@@ -181,6 +199,7 @@ def notify_many(
                 new_groups.append(group_key)
         rows[event.pk].append(row)
     Notification.objects.bulk_create(new_rows)
+    count_suppressed(new_rows)
     for group_key in new_groups:
         schedule_group(group_key)
     notified: dict = {}

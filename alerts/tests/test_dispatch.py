@@ -56,3 +56,23 @@ def test_dispatch_decides_at_the_events_time(tenant_a):
     ]
     firing = AlertEvent.objects.filter(rule=rule, kind="firing").order_by("timestamp").last()
     assert firing.instance.last_notified_at == at(200)
+
+
+def test_suppressed_notifications_are_counted(tenant_a):
+    from prometheus_client import REGISTRY
+
+    def suppressed() -> float:
+        labels = {"channel_type": "webhook", "result": "suppressed"}
+        return REGISTRY.get_sample_value("traversion_alert_notifications_total", labels) or 0.0
+
+    rule = make_rule(tenant_a, [make_channel(tenant_a)], cooldown=120_000)
+    before = suppressed()
+    apply_samples(rule, [sample(20)], now=at(0))
+    apply_samples(rule, [sample(1)], now=at(30))
+    apply_samples(rule, [sample(20)], now=at(60))  # a new firing within the cooldown
+    assert ledger(rule) == [
+        ("firing", "queued", "hook"),
+        ("resolved", "queued", "hook"),
+        ("firing", "suppressed_cooldown", "hook"),
+    ]
+    assert suppressed() - before == 1
