@@ -34,7 +34,7 @@ import yaml
 from django.conf import settings
 from django.db import connection
 
-from conftest import require_binary
+from conftest import require_binary, require_postgresql
 from dashboards import library, promql
 from dashboards.tests.known_metrics import EXPORTER_METRICS
 from metrics.labels import tenant_label
@@ -222,8 +222,7 @@ def test_every_panel_and_rule_expression_returns_series(tmp_path, redis_url, cap
     from tenants.models import Tenant
 
     prometheus_bin = require_binary("prometheus")
-    if connection.vendor != "postgresql":
-        pytest.skip("the end-to-end stack needs PostgreSQL (DATABASE_URL=postgres://...)")
+    require_postgresql("the end-to-end stack needs PostgreSQL (DATABASE_URL=postgres://...)")
     assert ALERTS_YML.is_file(), "deploy/prometheus/alerts.yml is missing"
     dashboards = library.load_all()
     panel_queries = [

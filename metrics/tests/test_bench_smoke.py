@@ -10,14 +10,14 @@ import pytest
 from django.conf import settings
 
 from bench._support import BASE_DIR
+from conftest import require_postgresql
 
 pytestmark = pytest.mark.integration
 
 
 def run_bench(redis_url: str, *args: str) -> str:
     db = settings.DATABASES["default"]
-    if db["ENGINE"].rsplit(".", 1)[-1] != "postgresql":
-        pytest.skip("the benchmarks run on PostgreSQL")
+    require_postgresql("the benchmarks run on PostgreSQL")
     url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}_bench"
     result = subprocess.run(
         [sys.executable, "-m", "bench", *args],
