@@ -11,6 +11,11 @@ issue's full curve) only that many rules are enabled (the same number per tenant
 real worker (--concurrency prefork processes, on Redis) is sent the tick's per-tenant
 tasks, and the pass is timed until every enabled rule has been evaluated. Each step
 runs --passes passes; the table gives each pass and the growth per rule.
+
+`--shared-scans both` (the default) runs every step twice in the same run, first with
+`ALERT_SQL_SHARED_SCANS=false` (each rule its own query: before), then `true` (one
+statement per tenant, one scan per view: after), each with a fresh worker, and prints
+the ratio of the best passes.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit", type=int, default=100_000, help="audit rows in total")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
     parser.add_argument("--passes", type=int, default=2, help="passes per step")
+    parser.add_argument(
+        "--shared-scans",
+        choices=("both", "on", "off"),
+        default="both",
+        help="ALERT_SQL_SHARED_SCANS of the worker: both = off, then on (default)",
+    )
 
 
 def parse_steps(args: argparse.Namespace) -> list[int]:
@@ -75,29 +86,46 @@ def run(args: argparse.Namespace) -> int:
         f"{time.monotonic() - started:.1f} s ({os.cpu_count()} cores)",
         flush=True,
     )
-    log = tempfile.NamedTemporaryFile(prefix="bench-scale-worker-", suffix=".log", delete=False)
-    worker = shared.start_worker(args.concurrency, log)
+    modes = {"both": ("off", "on"), "on": ("on",), "off": ("off",)}[args.shared_scans]
     rows = []
-    try:
-        shared.wait_until(lambda: b" ready." in open(log.name, "rb").read(), 120, "the worker")
-        for step in steps:
-            total = enable(step // args.tenants)
-            for number in range(1, args.passes + 1):
-                load = os.getloadavg()[0]
-                claimed, seconds = shared.celery_pass(total)
-                rows.append(
-                    (
-                        f"{total:,}",
-                        number,
-                        f"{seconds:.2f}",
-                        f"{claimed / seconds:,.0f}",
-                        f"{1000 * seconds / claimed:.2f}",
-                        f"{load:.1f}",
+    best: dict[tuple[int, str], float] = {}
+    for mode in modes:
+        log = tempfile.NamedTemporaryFile(prefix="bench-scale-worker-", suffix=".log", delete=False)
+        os.environ["ALERT_SQL_SHARED_SCANS"] = "true" if mode == "on" else "false"
+        worker = shared.start_worker(args.concurrency, log)
+        try:
+            shared.wait_until(
+                lambda log=log: b" ready." in open(log.name, "rb").read(), 120, "the worker"
+            )
+            for step in steps:
+                total = enable(step // args.tenants)
+                for number in range(1, args.passes + 1):
+                    load = os.getloadavg()[0]
+                    claimed, seconds = shared.celery_pass(total)
+                    key = (total, mode)
+                    best[key] = min(best.get(key, seconds), seconds)
+                    rows.append(
+                        (
+                            f"{total:,}",
+                            mode,
+                            number,
+                            f"{seconds:.2f}",
+                            f"{claimed / seconds:,.0f}",
+                            f"{1000 * seconds / claimed:.2f}",
+                            f"{load:.1f}",
+                        )
                     )
-                )
-                print(f"  {total:,} rules, pass {number}: {seconds:.2f} s", flush=True)
-    finally:
-        shared.stop_worker(worker)
+                    print(f"  {total:,} rules, shared scans {mode}, pass {number}: {seconds:.2f} s")
+        finally:
+            shared.stop_worker(worker)
     print(f"\n{args.concurrency} worker processes; load = 1-minute load average before the pass")
-    support.print_table(["rules", "pass", "seconds", "rules/s", "ms/rule", "load"], rows)
+    support.print_table(
+        ["rules", "shared scans", "pass", "seconds", "rules/s", "ms/rule", "load"], rows
+    )
+    if len(modes) == 2:
+        for step in steps:
+            off, on = best[(step, "off")], best[(step, "on")]
+            print(
+                f"{step:,} rules, best pass: off {off:.2f} s, on {on:.2f} s, off/on {off / on:.2f}"
+            )
     return 0

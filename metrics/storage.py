@@ -1,10 +1,21 @@
 """Storage metrics: query durations by operation, connections, per-tenant quota.
 
-`traversion_storage_operation_duration_seconds` is fed by a database execute wrapper
-(Django's documented `connection.execute_wrappers` hook), installed on every new
-connection through the `connection_created` signal. It sits next to django-prometheus's
-backend wrapper (`django_db_*` families, the ENGINE settings.py selects), which knows
-nothing of the statement kind.
+One database execute wrapper (Django's documented `connection.execute_wrappers` hook)
+times every statement once and feeds both families that describe statements:
+
+- `traversion_storage_operation_duration_seconds` by statement kind;
+- django-prometheus's `django_db_execute_total`, `django_db_execute_many_total`,
+  `django_db_errors_total` and `django_db_query_duration_seconds` (its own metric
+  objects, same names and labels).
+
+The database ENGINE settings.py selects when metrics are on (`metrics.backends.*`) is
+Django's own backend with `DatabaseMetricsMixin`, which counts new connections
+(`django_db_new_connections_total`, `django_db_new_connection_errors_total`) and installs
+the wrapper. It replaces django-prometheus's backend wrappers, which built a new cursor
+class for every connection (every request under ASGI with `DATABASE_CONN_MAX_AGE=0`) and
+went through prometheus_client's label lookup and a timer object for every statement, in
+a second wrapper layer next to this one: measured, ~0.4 ms of CPU per request with three
+statements (docs/BENCHMARKS.md, "Request overhead").
 """
 
 from __future__ import annotations
@@ -13,6 +24,14 @@ from time import perf_counter
 
 from django.db import connections
 from django.db.backends.signals import connection_created
+from django_prometheus.db import (
+    connection_errors_total,
+    connections_total,
+    errors_total,
+    execute_many_total,
+    execute_total,
+    query_duration_seconds,
+)
 
 from .catalogue import STORAGE_OPERATION_DURATION
 from .collectors import interval_cached, scrape_gauge
@@ -21,6 +40,8 @@ from .labels import tenant_label
 OPERATIONS = ("select", "insert", "update", "delete")
 OTHER_OPERATION = "other"
 _children = {op: STORAGE_OPERATION_DURATION.labels(op) for op in (*OPERATIONS, OTHER_OPERATION)}
+# Per connection alias: the django_db_* children (executes, bulk executes, duration).
+_database_children: dict[str, tuple] = {}
 
 
 def operation_of(sql) -> str:
@@ -31,13 +52,46 @@ def operation_of(sql) -> str:
     return head if head in _children else OTHER_OPERATION
 
 
+def database_children(connection) -> tuple:
+    """(execute_total, execute_many_total, query_duration_seconds) of a connection's alias."""
+    children = _database_children.get(connection.alias)
+    if children is None:
+        labels = (connection.alias, connection.vendor)
+        children = _database_children[connection.alias] = (
+            execute_total.labels(*labels),
+            execute_many_total.labels(*labels),
+            query_duration_seconds.labels(*labels),
+        )
+    return children
+
+
+def _statement_count(params) -> int:
+    try:
+        return len(params)
+    except TypeError:  # a generator of parameter sets: counted as one execution
+        return 1
+
+
 def observe_statement(execute, sql, params, many, context):
     """Execute wrapper: time the statement, whatever happens to it."""
     started = perf_counter()
     try:
         return execute(sql, params, many, context)
+    except Exception as exc:
+        connection = context["connection"]
+        errors_total.labels(connection.alias, connection.vendor, type(exc).__name__).inc()
+        raise
     finally:
-        _children[operation_of(sql)].observe(perf_counter() - started)
+        elapsed = perf_counter() - started
+        _children[operation_of(sql)].observe(elapsed)
+        executes, executes_many, duration = database_children(context["connection"])
+        if many:
+            count = _statement_count(params)
+            executes.inc(count)
+            executes_many.inc(count)
+        else:
+            executes.inc()
+        duration.observe(elapsed)
 
 
 def install_execute_wrapper(sender, connection, **kwargs) -> None:
@@ -47,7 +101,25 @@ def install_execute_wrapper(sender, connection, **kwargs) -> None:
         connection.execute_wrappers.insert(0, observe_statement)
 
 
+class DatabaseMetricsMixin:
+    """For a Django DatabaseWrapper: count new connections, wrap every statement."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        install_execute_wrapper(None, self)
+
+    def get_new_connection(self, conn_params):
+        labels = (self.alias, self.vendor)
+        connections_total.labels(*labels).inc()
+        try:
+            return super().get_new_connection(conn_params)
+        except Exception:
+            connection_errors_total.labels(*labels).inc()
+            raise
+
+
 def connect_signals() -> None:
+    # A connection of another ENGINE than metrics.backends.* gets the wrapper too.
     connection_created.connect(install_execute_wrapper, dispatch_uid="metrics.storage.wrapper")
     # Connections opened before this app was ready (none in practice) get it too.
     for conn in connections.all(initialized_only=True):

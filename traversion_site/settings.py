@@ -154,6 +154,9 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("CONN_MAX_AGE", _setting("DATABASE_CONN_MAX_AGE", env.int, 0, minimum=0))
     _db["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _db}
+# Celery pool processes run one task at a time in one thread: they keep their connection
+# (and the statements prepared on it) between tasks for this many seconds.
+DATABASE_WORKER_CONN_MAX_AGE = _setting("DATABASE_WORKER_CONN_MAX_AGE", env.int, 600, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache and broker -------------------------------------------------------
@@ -252,16 +255,17 @@ WORKER_METRICS_PORT = _setting("WORKER_METRICS_PORT", env.int, 0, minimum=0)
 WORKER_METRICS_ADDRESS = env.str("WORKER_METRICS_ADDRESS", default="0.0.0.0")
 if ENABLE_METRICS:
     # django-prometheus's HTTP middleware pair (extended in metrics/middleware.py: first
-    # and last), its database wrapper and its cache backends. With ENABLE_METRICS=false
-    # none of them is installed: the disabled path costs nothing.
+    # and last), Django's database backend with the django_db_* and storage families
+    # (metrics/backends, metrics/storage.py) and the cache backends with django_cache_*.
+    # With ENABLE_METRICS=false none of them is installed: the disabled path costs nothing.
     MIDDLEWARE = [
         "metrics.middleware.PrometheusBeforeMiddleware",
         *MIDDLEWARE,
         "metrics.middleware.PrometheusAfterMiddleware",
     ]
     DATABASES["default"]["ENGINE"] = {
-        "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
-        "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+        "django.db.backends.postgresql": "metrics.backends.postgresql",
+        "django.db.backends.sqlite3": "metrics.backends.sqlite3",
     }[DATABASES["default"]["ENGINE"]]
     CACHES["default"]["BACKEND"] = {
         "django.core.cache.backends.redis.RedisCache": "metrics.cache.RedisCache",
@@ -276,6 +280,7 @@ ALERT_COOLDOWN = _setting("ALERT_COOLDOWN", env.int, 300_000, minimum=0)
 ALERT_TICK_SECONDS = _setting("ALERT_TICK_SECONDS", env.float, 1.0, minimum=0.1)
 ALERT_GROUP_WAIT = _setting("ALERT_GROUP_WAIT", env.int, 500, minimum=0)
 ALERT_SQL_TIMEOUT_MS = _setting("ALERT_SQL_TIMEOUT_MS", env.int, 5_000, minimum=100)
+ALERT_SQL_SHARED_SCANS = _bool("ALERT_SQL_SHARED_SCANS", True)
 # Timeout of one PromQL instant query of a `prometheus` rule (ms).
 ALERT_PROMETHEUS_TIMEOUT_MS = _setting("ALERT_PROMETHEUS_TIMEOUT_MS", env.int, 10_000, minimum=100)
 ALERT_HISTORY_RETENTION_DAYS = _setting("ALERT_HISTORY_RETENTION_DAYS", env.int, 90, minimum=1)

@@ -66,19 +66,21 @@ def clean_label_name(name: str) -> str:
     return name if LABEL_NAME.match(name) else f"_{name}"
 
 
+def label_value(raw) -> str:
+    """A label's value as text ("" for NULL; empty values are dropped by the callers)."""
+    if raw is None:
+        return ""
+    value = raw.isoformat() if hasattr(raw, "isoformat") else str(raw)
+    return value[:MAX_LABEL_VALUE]
+
+
 def clean_labels(pairs: Iterable[tuple[str, object]]) -> dict[str, str]:
     """Label names made valid, values made strings; empty values dropped (Alertmanager)."""
     labels = {}
     for name, raw in pairs:
-        if raw is None:
-            continue
-        if hasattr(raw, "isoformat"):
-            value = raw.isoformat()
-        else:
-            value = str(raw)
-        if value == "":
-            continue
-        labels[clean_label_name(name)] = value[:MAX_LABEL_VALUE]
+        value = label_value(raw)
+        if value:
+            labels[clean_label_name(name)] = value
     return labels
 
 

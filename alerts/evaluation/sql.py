@@ -36,6 +36,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+import psycopg
 import sqlglot
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -44,7 +45,16 @@ from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from alerts.choices import Datasource as DatasourceChoice
 
-from .base import Datasource, QueryError, Result, Sample, clean_labels, clean_value
+from .base import (
+    MAX_LABEL_VALUE,
+    Datasource,
+    QueryError,
+    Result,
+    Sample,
+    clean_label_name,
+    clean_value,
+    label_value,
+)
 
 if TYPE_CHECKING:
     from alerts.models import AlertRule
@@ -71,6 +81,13 @@ VIEWS: dict[str, str] = {
     ),
 }
 ALLOWED_VIEWS = ", ".join(VIEWS)
+#: The column a shared scan of each view is bounded on (an index on (tenant_id, it)).
+TIME_COLUMNS: dict[str, str] = {
+    "events": "timestamp",
+    "causality": "detected_at",
+    "audit_log": "timestamp",
+    "auth_attempts": "timestamp",
+}
 
 #: Functions sqlglot knows by name (its canonical name for them, lower case).
 ALLOWED_FUNCTIONS = frozenset(
@@ -141,17 +158,29 @@ MAX_ROWS = 10_000
 RESERVED = "__trv"
 TENANT_SENTINEL = "__trv_tenant__"
 CTE_PREFIX = "__trv_cte_"
+#: Name of the shared scan of a view (`__trv_scan_events`), see `SharedScan`.
+SCAN_PREFIX = "__trv_scan_"
+#: Rules per shared-scan statement (a failing statement is retried rule by rule).
+SHARED_SCAN_CHUNK = 100
 PARSE_DIALECT = "postgres"
 DIALECTS = {"postgresql": "postgres", "sqlite": "sqlite"}
 
 
 @dataclass(frozen=True)
 class CompiledQuery:
-    """SQL ready to run: `%(tenant)s` is the only parameter (absent for global rules)."""
+    """SQL ready to run: `%(tenant)s` is the only parameter (absent for global rules).
+
+    `shared_sql` is the same query reading the shared scans (`__trv_scan_<view>`) instead
+    of the views, when every view it reads is bounded below in time by a constant of the
+    statement (`timestamp > now() - interval '5 minutes'`); `bounds` are those
+    constants, per view. None when the query cannot share a scan.
+    """
 
     sql: str
     views: tuple[str, ...]
     tenant_scoped: bool
+    shared_sql: str | None = None
+    bounds: tuple[tuple[str, str], ...] = ()
 
 
 def _first_line(text: str) -> str:
@@ -271,12 +300,22 @@ def _refuse_table(table: exp.Table) -> None:
     raise QueryError(f"unknown table {name}; allowed: {ALLOWED_VIEWS}")
 
 
-def rewrite_tables(tree: exp.Query, tenant_scoped: bool) -> tuple[str, ...]:
+def rewrite_tables(
+    tree: exp.Query,
+    tenant_scoped: bool,
+    replace_view: Callable[[str, exp.TableAlias], exp.Expression] | None = None,
+) -> tuple[str, ...]:
     """Replace each view by its (tenant-filtered) subquery; rename CTEs out of the way.
 
     CTEs get a reserved prefix so that a reference the database would resolve to a real
     table (a CTE defined in another scope, or after its use) can only fail, never read it.
+    `replace_view(view, alias)` gives what stands for a view instead of its subquery.
     """
+    if replace_view is None:
+
+        def replace_view(view: str, alias: exp.TableAlias) -> exp.Expression:
+            return _view_subquery(view, alias, tenant_scoped)
+
     ctes = set()
     for cte in tree.find_all(exp.CTE):
         name = cte.alias_or_name
@@ -295,10 +334,104 @@ def rewrite_tables(tree: exp.Query, tenant_scoped: bool) -> tuple[str, ...]:
             table.set("alias", alias)
         elif name in VIEWS:
             views.append(name)
-            table.replace(_view_subquery(name, alias, tenant_scoped))
+            table.replace(replace_view(name, alias))
         else:
             _refuse_table(table)
     return tuple(sorted(set(views)))
+
+
+#: What a time bound may be built of: constants of the statement (its start time,
+#: literals, intervals, arithmetic, truncation), never a column or a subquery.
+BOUND_NODES: tuple[type[exp.Expression], ...] = tuple(
+    getattr(exp, name)
+    for name in (
+        "Literal", "Interval", "Var", "CurrentTimestamp", "CurrentDate", "Localtimestamp",
+        "TimestampTrunc", "DateTrunc", "Sub", "Add", "Mul", "Neg", "Paren", "Cast",
+        "DataType", "MakeInterval", "Kwarg",
+    )
+    if hasattr(exp, name)
+)  # fmt: skip
+#: Functions the parser leaves anonymous that return the statement's start time.
+BOUND_FUNCTIONS = frozenset({"transaction_timestamp"})
+
+
+def _conjuncts(node: exp.Expression) -> Iterator[exp.Expression]:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.And):
+        yield from _conjuncts(node.left)
+        yield from _conjuncts(node.right)
+    else:
+        yield node
+
+
+def _is_constant_bound(node: exp.Expression) -> bool:
+    for child in node.walk():
+        if isinstance(child, exp.Anonymous):
+            if str(child.name).lower() not in BOUND_FUNCTIONS:
+                return False
+        elif not isinstance(child, BOUND_NODES):
+            return False
+    return True
+
+
+def _time_bound(table: exp.Table) -> exp.Expression | None:
+    """The constant X of a `time_column > X` (or >=) conjunct of the WHERE of the SELECT
+    that reads `table` directly, or None when there is no such bound.
+
+    Any row of the view below X fails that WHERE whatever the joins around it, so a scan
+    of the view that starts at X (or earlier) gives the query the same result.
+    """
+    select = table.parent
+    if not isinstance(select, exp.From | exp.Join):
+        return None
+    select = select.parent
+    if not isinstance(select, exp.Select) or select.args.get("where") is None:
+        return None
+    sources = 1 + len(select.args.get("joins") or [])
+    alias = table.alias_or_name
+    column = TIME_COLUMNS[table.name]
+
+    def is_time_column(node: exp.Expression) -> bool:
+        if not isinstance(node, exp.Column) or node.name != column:
+            return False
+        return node.table == alias if node.table else sources == 1
+
+    for conjunct in _conjuncts(select.args["where"].this):
+        if isinstance(conjunct, exp.GT | exp.GTE) and is_time_column(conjunct.this):
+            bound = conjunct.expression
+        elif isinstance(conjunct, exp.LT | exp.LTE) and is_time_column(conjunct.expression):
+            bound = conjunct.this
+        else:
+            continue
+        if _is_constant_bound(bound):
+            return bound
+    return None
+
+
+def _shared_variant(tree: exp.Query) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """(SQL over the shared scans, bounds per view), or None if a view read is unbounded."""
+    bounds = []
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier) or table.name not in VIEWS:
+            continue
+        if table.name in ctes:
+            return None  # a CTE named like a view: keep it simple, run the query alone
+        bound = _time_bound(table)
+        if bound is None:
+            return None
+        text = bound.sql(dialect=PARSE_DIALECT, comments=False, identify=True)
+        bounds.append((table.name, text.replace("%", "%%")))
+    if not bounds:
+        return None
+
+    def scan(view: str, alias: exp.TableAlias) -> exp.Expression:
+        return exp.Table(this=exp.to_identifier(SCAN_PREFIX + view, quoted=True), alias=alias)
+
+    rewrite_tables(tree, tenant_scoped=True, replace_view=scan)
+    sql = render(tree, PARSE_DIALECT).replace("%", "%%")
+    return sql, tuple(sorted(set(bounds)))
 
 
 def _sqlite_translation(node: exp.Expression) -> exp.Expression:
@@ -353,13 +486,25 @@ def compile_query(query: str, *, global_rule: bool, dialect: str = PARSE_DIALECT
     tree = parse_single_select(query)
     tree = normalize_identifiers(tree, dialect=PARSE_DIALECT)
     check_tree(tree)
+    shared = None
+    if dialect == PARSE_DIALECT and not global_rule:
+        try:
+            shared = _shared_variant(tree.copy())
+        except QueryError:
+            shared = None  # the query itself is checked (and refused) below
     views = rewrite_tables(tree, tenant_scoped=not global_rule)
     if dialect == "sqlite":
         tree = tree.transform(_sqlite_translation)
     sql = render(tree, dialect)
     # `%` is the driver's placeholder marker: literal percent signs are doubled first.
     sql = sql.replace("%", "%%").replace(f'"{TENANT_SENTINEL}"', "%(tenant)s")
-    return CompiledQuery(sql=sql, views=views, tenant_scoped=not global_rule)
+    return CompiledQuery(
+        sql=sql,
+        views=views,
+        tenant_scoped=not global_rule,
+        shared_sql=shared[0] if shared else None,
+        bounds=shared[1] if shared else (),
+    )
 
 
 def current_dialect() -> str:
@@ -368,10 +513,12 @@ def current_dialect() -> str:
 
 # --- execution -------------------------------------------------------------------------
 
-Runner = Callable[[str, dict], tuple[list[str], list[tuple]]]
+#: run(sql, params, prepare=False) -> (column names, rows); prepare: a server-side
+#: prepared statement (PostgreSQL; ignored elsewhere).
+Runner = Callable[..., tuple[list[str], list[tuple]]]
 
 
-def _describe_database_error(exc: DatabaseError) -> str:
+def _describe_database_error(exc: Exception) -> str:
     cause = exc.__cause__ or exc
     sqlstate = getattr(cause, "sqlstate", None)
     if sqlstate == "57014" or "interrupted" in str(exc).lower():
@@ -402,13 +549,20 @@ def _postgres_sandbox() -> Iterator[Runner]:
                     [timeout],
                 )
 
-        def run(sql: str, params: dict) -> tuple[list[str], list[tuple]]:
+        def run(sql: str, params: dict, prepare: bool = False) -> tuple[list[str], list[tuple]]:
             try:
+                if prepare:
+                    # A server-side prepared statement (bound parameters, a plan the
+                    # connection keeps for the next tenant with the same rules).
+                    with psycopg.Cursor(connection.connection) as cursor:
+                        cursor.execute(sql, params, prepare=True)
+                        columns = [column.name for column in cursor.description]
+                        return columns, cursor.fetchmany(MAX_ROWS + 1)
                 with connection.cursor() as cursor:
                     cursor.execute(sql, params)
                     columns = [column[0] for column in cursor.description]
                     return columns, cursor.fetchmany(MAX_ROWS + 1)
-            except DatabaseError as exc:
+            except (DatabaseError, psycopg.Error) as exc:
                 # A failed statement aborts the subtransaction: start a fresh one.
                 transaction.savepoint_rollback(savepoint)
                 enter()
@@ -430,7 +584,7 @@ def _sqlite_sandbox() -> Iterator[Runner]:
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA query_only = ON")
 
-    def run(sql: str, params: dict) -> tuple[list[str], list[tuple]]:
+    def run(sql: str, params: dict, prepare: bool = False) -> tuple[list[str], list[tuple]]:
         deadline = time.monotonic() + timeout
         raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
@@ -496,13 +650,20 @@ def rows_to_samples(rule: AlertRule, columns: list[str], rows: Sequence[tuple]) 
         raise QueryError(
             "the query returns no numeric column to compare with the threshold; name it value"
         )
+    # Label names are cleaned once per column, not once per row (results can be large).
+    label_columns = [
+        (i, clean_label_name(names[i]))
+        for i in range(len(names))
+        if i not in (value_index, tenant_index)
+    ]
     samples = []
     for row in rows:
-        labels = clean_labels(
-            (names[i], _label_value(row[i]))
-            for i in range(len(names))
-            if i not in (value_index, tenant_index)
-        )
+        labels = {}
+        for i, name in label_columns:
+            raw = row[i]
+            value = raw[:MAX_LABEL_VALUE] if type(raw) is str else label_value(_label_value(raw))
+            if value:
+                labels[name] = value
         if rule.tenant_id is not None:
             tenant_id = rule.tenant_id  # a tenant's rule only ever concerns that tenant
         else:
@@ -528,7 +689,12 @@ class SqlDatasource(Datasource):
         return result.samples
 
     def evaluate_many(self, rules: Sequence[AlertRule]) -> dict[int, Result]:
-        """Every rule of the batch in one sandbox: one transaction, one timeout setting."""
+        """Every rule of the batch in one sandbox: one transaction, one timeout setting.
+
+        Rules of a tenant that can share scans (`CompiledQuery.shared_sql`) run together,
+        up to SHARED_SCAN_CHUNK per statement; the others, and every rule of a shared
+        statement that failed, run one by one.
+        """
         results: dict[int, Result] = {}
         compiled = {}
         dialect = current_dialect()
@@ -541,11 +707,30 @@ class SqlDatasource(Datasource):
                 results[rule.pk] = Result(error=exc)
         if not compiled:
             return results
+        shared: dict[int, list[AlertRule]] = {}
+        alone: list[AlertRule] = []
+        for rule in rules:
+            query = compiled.get(rule.pk)
+            if query is None:
+                continue
+            if _may_share(rule, query):
+                shared.setdefault(rule.tenant_id, []).append(rule)
+            else:
+                alone.append(rule)
         with sandbox() as run:
-            for rule in rules:
-                query = compiled.get(rule.pk)
-                if query is None:
+            for tenant_id, group in shared.items():
+                if len(group) < 2:
+                    alone += group
                     continue
+                for start in range(0, len(group), SHARED_SCAN_CHUNK):
+                    chunk = group[start : start + SHARED_SCAN_CHUNK]
+                    done = _run_shared(run, tenant_id, chunk, compiled)
+                    if done is None:
+                        alone += chunk
+                    else:
+                        results.update(done)
+            for rule in alone:
+                query = compiled[rule.pk]
                 params = {"tenant": rule.tenant_id} if query.tenant_scoped else {}
                 started = time.perf_counter()
                 try:
@@ -556,3 +741,140 @@ class SqlDatasource(Datasource):
                 result.seconds = time.perf_counter() - started
                 results[rule.pk] = result
         return results
+
+
+# --- shared scans ----------------------------------------------------------------------
+#
+# The rules of one tenant mostly read the same view over recent windows. Run one by one,
+# each is an index range scan over (tenant, time) that fetches its rows from the heap:
+# a hundred rules over the last minutes of `events` fetch the same rows a hundred times.
+# Run together, they are one statement: each view is scanned once per tenant, from the
+# earliest of the rules' lower time bounds, into a CTE that every rule's query reads in
+# place of the view (same columns, same types, the same rows from its bound on), and each
+# rule's rows come back as one array of records. The records are decoded with the loaders
+# the driver uses for the rule's own columns (read once per query text with LIMIT 0), so
+# a rule gives exactly the values, and the alerts exactly the labels, it gives alone.
+
+#: query SQL -> ((column name, type oid), ...), per process (the views' types are fixed).
+_DESCRIPTIONS: dict[str, tuple[tuple[str, int], ...]] = {}
+MAX_DESCRIPTIONS = 8_192
+
+
+def _may_share(rule: AlertRule, query: CompiledQuery) -> bool:
+    from alerts.choices import RuleHealth
+
+    return (
+        settings.ALERT_SQL_SHARED_SCANS
+        and query.shared_sql is not None
+        and rule.tenant_id is not None
+        and rule.health != RuleHealth.ERROR  # a failing rule fails alone
+        and connection.vendor == "postgresql"
+    )
+
+
+def _describe(run: Runner, query: CompiledQuery, tenant_id: int) -> tuple[tuple[str, int], ...]:
+    description = _DESCRIPTIONS.get(query.sql)
+    if description is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'SELECT * FROM ({query.sql}) AS "__trv_q" LIMIT 0', {"tenant": tenant_id}
+            )
+            description = tuple((str(c.name), int(c.type_code)) for c in cursor.description)
+        if len(_DESCRIPTIONS) >= MAX_DESCRIPTIONS:
+            _DESCRIPTIONS.clear()
+        _DESCRIPTIONS[query.sql] = description
+    return description
+
+
+def shared_statement(queries: Sequence[CompiledQuery]) -> str:
+    """One statement for `queries` (one tenant's, `%(tenant)s`): the shared scans, then
+    one row per query, (its index, the array of its rows as records)."""
+    bounds: dict[str, list[str]] = {}
+    for query in queries:
+        for view, bound in query.bounds:
+            if bound not in bounds.setdefault(view, []):
+                bounds[view].append(bound)
+    scans = []
+    for view in sorted(bounds):
+        column = TIME_COLUMNS[view]
+        scans.append(
+            f'"{SCAN_PREFIX}{view}" AS (SELECT * FROM ({VIEWS[view]}) AS "__trv_v" '
+            f'WHERE "tenant_id" = %(tenant)s AND "{column}" >= LEAST({", ".join(bounds[view])}))'
+        )
+    parts = [
+        f'SELECT {index} AS "__trv_i", (SELECT array_agg("__trv_r") FROM '
+        f'(SELECT * FROM ({query.shared_sql}) AS "__trv_q" LIMIT {MAX_ROWS + 1}) AS "__trv_r")'
+        for index, query in enumerate(queries)
+    ]
+    return f"WITH {', '.join(scans)} " + " UNION ALL ".join(parts)
+
+
+def _converters(description: tuple[tuple[str, int], ...]) -> list[Callable[[str], object]]:
+    """Per column, what turns a record field (the type's text output) into the value the
+    driver gives for that column: the connection's own text loader, or nothing at all
+    where that loader returns the text as it is (text, and what Django reads as text)."""
+    from psycopg.pq import Format
+
+    raw = connection.connection
+    adapters = raw.adapters
+    text_loader = adapters.get_loader(25, Format.TEXT)
+    converters = []
+    for _, oid in description:
+        loader = adapters.get_loader(oid, Format.TEXT)
+        if loader is None or loader is text_loader:
+            converters.append(str)
+        else:
+            load = loader(oid, raw).load
+            converters.append(lambda value, load=load: load(value.encode()))
+    return converters
+
+
+def _decode(description: tuple[tuple[str, int], ...], records: list | None) -> list[tuple]:
+    if not records:
+        return []
+    converters = _converters(description)
+    width = len(converters)
+    rows = []
+    for record in records:
+        if len(record) != width:
+            raise ValueError("a record does not match the query's columns")
+        rows.append(
+            tuple(
+                value if value is None or convert is str else convert(value)
+                for convert, value in zip(converters, record)  # noqa: B905 (checked above)
+            )
+        )
+    return rows
+
+
+def _run_shared(
+    run: Runner, tenant_id: int, rules: Sequence[AlertRule], compiled: dict[int, CompiledQuery]
+) -> dict[int, Result] | None:
+    """Results of `rules` (one tenant's) from one statement; None if it failed as a whole
+    (a rule's runtime error, the timeout): the caller then runs them one by one."""
+    started = time.perf_counter()
+    queries = [compiled[rule.pk] for rule in rules]
+    try:
+        descriptions = [_describe(run, query, tenant_id) for query in queries]
+        _, rows = run(shared_statement(queries), {"tenant": tenant_id}, prepare=True)
+        by_index = {index: records for index, records in rows}
+        decoded = [_decode(descriptions[i], by_index.get(i)) for i in range(len(queries))]
+    except (QueryError, DatabaseError, ValueError) as exc:
+        logger.info(
+            "shared scan of %d rules of tenant %s failed (%s); running them alone",
+            len(rules),
+            tenant_id,
+            exc,
+        )
+        return None
+    seconds = (time.perf_counter() - started) / len(rules)
+    results = {}
+    for rule, description, rows in zip(rules, descriptions, decoded, strict=True):
+        columns = [name for name, _ in description]
+        try:
+            result = Result(samples=rows_to_samples(rule, columns, rows))
+        except QueryError as exc:
+            result = Result(error=exc)
+        result.seconds = seconds
+        results[rule.pk] = result
+    return results
