@@ -1,7 +1,7 @@
 """The metrics code alone, timed in a process of its own (prints one JSON line).
 
-The middleware pair around a resolved request, and the execute wrapper around a
-statement that costs nothing, in multiprocess mode (memory-mapped files, as under
+The middleware pair around a resolved request, and the execute wrapper (the
+traversion_storage_* and django_db_* families) around a statement that costs nothing, in multiprocess mode (memory-mapped files, as under
 gunicorn): an upper bound of what metrics add to a request, free of the noise of
 serving and loading over the network.
 """
@@ -24,6 +24,7 @@ def main() -> int:
     import django
 
     django.setup()
+    from django.db import connections
     from django.http import JsonResponse
     from django.test import RequestFactory
     from django.urls import resolve
@@ -51,10 +52,12 @@ def main() -> int:
     def noop(sql, params, many, context):
         return None
 
+    context = {"connection": connections["default"], "cursor": None}
+
     def execute_wrapper() -> float:
         started = time.process_time()
         for _ in range(n):
-            observe_statement(noop, "SELECT 1", None, False, None)
+            observe_statement(noop, "SELECT 1", None, False, context)
         return (time.process_time() - started) / n * 1e6
 
     pair = statistics.median(middleware_pair() for _ in range(5))

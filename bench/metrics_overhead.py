@@ -2,25 +2,35 @@
 
 Two gunicorn servers run side by side on a fresh database, one with metrics on (in
 multiprocess mode, as in production) and one with them off; both use the project's
-gunicorn.conf.py and the same worker class. Each round loads each endpoint on both
-servers, in alternating order, for the same duration with the same closed-loop client;
-only one server is loaded at a time. Endpoints:
+gunicorn.conf.py and the same worker class. Endpoints:
 
 - trivial: GET /healthz (a JSON view, no database);
 - representative: GET /api/v1/api-keys/ with an API key (authentication, tenant
-  resolution, a 20-row page from PostgreSQL: the DB wrapper and the execute wrapper
-  run on every statement).
+  resolution, a 20-row page from PostgreSQL: the DB backend's metrics and the execute
+  wrapper run on every statement).
 
-Reported per endpoint: the median over rounds of the on/off throughput ratio (1.0 = no
-cost), the CPU the server tree spent per request in each mode and their ratio, and the
-servers' resident memory at the end; then the metrics code alone, timed in-process
-(bench/_instrumentation_cost.py), which is free of network and scheduling noise.
+The measurement is built to resolve a difference of a few percent on a machine that
+other workloads share: many short slices (default 30 rounds of 1 s per endpoint), each
+round loading the "on" and the "off" server back to back in alternating order with the
+same closed-loop client, so that both sides of a pair see the same background load.
+Only one server is loaded at a time. Per pair: the throughput ratio on/off, and the
+ratio of the CPU the server's process tree spent per request (off/on, so that 1.0 means
+no cost and lower means metrics cost more, like the throughput ratio). Reported: the
+median of each over the rounds and their interquartile range; CPU per request in each
+mode (total CPU over total requests of all slices); the servers' resident memory at the
+end; and the metrics code alone, timed in-process (bench/_instrumentation_cost.py).
+
+With 2 CPUs or more the servers are pinned to the last CPU and the load client to the
+others (`--pin auto`, the default), so the client never competes with the server it
+measures; `--pin off` leaves scheduling to the kernel.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,9 +40,9 @@ from . import _support as support
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
-    parser.add_argument("--seconds", type=float, default=4.0, help="load per measurement")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up load per server")
+    parser.add_argument("--rounds", type=int, default=30, help="alternating rounds (default 30)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="load per slice (default 1)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up load per server")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers per server")
     parser.add_argument("--concurrency", type=int, default=4, help="client threads")
     parser.add_argument(
@@ -41,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="gunicorn worker class: uvicorn_worker.UvicornWorker (make run) or sync",
     )
     parser.add_argument("--keys", type=int, default=20, help="API keys in the listed page")
+    parser.add_argument(
+        "--pin",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto: servers on the last CPU, client on the others (needs 2+ CPUs)",
+    )
 
 
 def prepare_data(keys: int) -> str:
@@ -55,17 +71,50 @@ def prepare_data(keys: int) -> str:
     return raw_key
 
 
-def measure(server: support.Server, path: str, headers: dict, args) -> tuple[float, float]:
-    """(requests per second, server CPU microseconds per request)."""
-    cpu_before = server.cpu_seconds()
+def measure(server: support.Server, path: str, headers: dict, args) -> tuple[int, float, float]:
+    """One slice: (requests, seconds, server CPU seconds)."""
+    cpu_before = server.cpu_time()
     result = support.load(
         server.port, path, seconds=args.seconds, concurrency=args.concurrency, headers=headers
     )
-    cpu = server.cpu_seconds() - cpu_before
+    cpu = server.cpu_time() - cpu_before
     bad = {k: v for k, v in result.statuses.items() if k != 200}
     if bad:
         raise RuntimeError(f"{path}: unexpected answers {bad}")
-    return result.per_second, cpu / max(result.requests, 1) * 1e6
+    return result.requests, result.seconds, cpu
+
+
+def cpu_layout(pin: str) -> tuple[set[int], set[int]] | None:
+    """(server CPUs, client CPUs), or None to leave scheduling alone."""
+    if pin == "off" or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[-1]}, set(cpus[:-1])
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def summarize(on: list[tuple], off: list[tuple]) -> dict:
+    """Per-pair ratios and their median, from the slices of one endpoint."""
+    throughput = [(a[0] / a[1]) / (b[0] / b[1]) for a, b in zip(on, off, strict=True)]
+    cpu = [(b[2] / max(b[0], 1)) / (a[2] / max(a[0], 1)) for a, b in zip(on, off, strict=True)]
+    return {
+        "rps_on": sum(s[0] for s in on) / sum(s[1] for s in on),
+        "rps_off": sum(s[0] for s in off) / sum(s[1] for s in off),
+        "ratio": statistics.median(throughput),
+        "ratio_iqr": quartiles(throughput),
+        "cpu_on": sum(s[2] for s in on) / max(sum(s[0] for s in on), 1) * 1e6,
+        "cpu_off": sum(s[2] for s in off) / max(sum(s[0] for s in off), 1) * 1e6,
+        "cpu_ratio": statistics.median(cpu),
+        "cpu_ratio_iqr": quartiles(cpu),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         ("trivial", "/healthz", {}),
         ("representative", "/api/v1/api-keys/", {"Authorization": f"Api-Key {raw_key}"}),
     ]
+    layout = cpu_layout(args.pin)
     with tempfile.TemporaryDirectory() as tmp:
         servers = {}
         for mode, enabled in (("on", "true"), ("off", "false")):
@@ -84,7 +134,12 @@ def run(args: argparse.Namespace) -> int:
             servers[mode] = support.Server(
                 env, workers=args.workers, worker_class=args.worker_class
             ).start()
+        client_cpus = os.sched_getaffinity(0) if layout else None
         try:
+            if layout:
+                for server in servers.values():
+                    server.pin(layout[0])
+                os.sched_setaffinity(0, layout[1])
             for server in servers.values():
                 for _, path, headers in endpoints:
                     support.load(server.port, path, seconds=args.warmup, headers=headers)
@@ -96,30 +151,40 @@ def run(args: argparse.Namespace) -> int:
                         samples[name][mode].append(measure(servers[mode], path, headers, args))
             rss = {mode: server.rss_bytes() for mode, server in servers.items()}
         finally:
+            if client_cpus:
+                os.sched_setaffinity(0, client_cpus)
             for server in servers.values():
                 server.stop()
 
     rows = []
     for name, _, _ in endpoints:
-        on, off = samples[name]["on"], samples[name]["off"]
-        ratios = [a[0] / b[0] for a, b in zip(on, off, strict=True)]
-        cpu_on = support.median(s[1] for s in on)
-        cpu_off = support.median(s[1] for s in off)
+        s = summarize(samples[name]["on"], samples[name]["off"])
         rows.append(
             [
                 name,
-                f"{support.median(s[0] for s in on):.0f}",
-                f"{support.median(s[0] for s in off):.0f}",
-                f"{support.median(ratios):.3f}",
-                f"{min(ratios):.3f}-{max(ratios):.3f}",
-                f"{cpu_on:.0f}",
-                f"{cpu_off:.0f}",
-                f"{cpu_off / cpu_on:.3f}",
+                f"{s['rps_on']:.0f}",
+                f"{s['rps_off']:.0f}",
+                f"{s['ratio']:.3f}",
+                "{:.3f}-{:.3f}".format(*s["ratio_iqr"]),
+                f"{s['cpu_on']:.0f}",
+                f"{s['cpu_off']:.0f}",
+                f"{s['cpu_ratio']:.3f}",
+                "{:.3f}-{:.3f}".format(*s["cpu_ratio_iqr"]),
             ]
         )
+    pinning = (
+        f"servers on CPU {sorted(layout[0])}, client on CPU {sorted(layout[1])}"
+        if layout
+        else "not pinned"
+    )
     print(
         f"\nworker class {args.worker_class}, {args.workers} worker(s) per server, "
-        f"{args.concurrency} client threads, {args.rounds} rounds x {args.seconds:g} s"
+        f"{args.concurrency} client threads, {args.rounds} rounds x {args.seconds:g} s "
+        f"per endpoint and mode, {pinning}"
+    )
+    print(
+        "ratio = requests/s on/off, cpu ratio = CPU per request off/on "
+        "(medians of the per-round pairs; 1.0 = no cost)"
     )
     support.print_table(
         [
@@ -127,10 +192,11 @@ def run(args: argparse.Namespace) -> int:
             "req/s on",
             "req/s off",
             "ratio",
-            "ratio range",
+            "ratio IQR",
             "cpu us/req on",
             "cpu us/req off",
             "cpu ratio",
+            "cpu ratio IQR",
         ],
         rows,
     )

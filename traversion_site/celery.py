@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "traversion_site.settings")
 
@@ -16,15 +16,24 @@ app.autodiscover_tasks()
 app.autodiscover_tasks(related_name="delivery")
 
 
-@worker_process_init.connect
-def keep_worker_connections(**_) -> None:
-    """A pool process keeps its database connection between tasks (one task at a time,
-    one thread), for DATABASE_WORKER_CONN_MAX_AGE seconds; web processes do not."""
+# Celery's Django fix-up closes every database connection before and after each task
+# unless CELERY_DB_REUSE_MAX is set. Worker processes keep theirs instead (and with it
+# the statements prepared on it), and before each task follow Django's own rule for
+# requests: a connection older than DATABASE_WORKER_CONN_MAX_AGE, or one that failed and
+# no longer answers, is closed and reopened on first use.
+app.conf.CELERY_DB_REUSE_MAX = 1_000_000
+
+
+@task_prerun.connect
+def recycle_worker_connections(task=None, **_) -> None:
+    if getattr(getattr(task, "request", None), "is_eager", False):
+        return  # run in the caller's thread (and maybe its transaction): not a worker's
     from django.conf import settings
-    from django.db import connections
+    from django.db import close_old_connections, connections
 
     for alias in connections:
         connections[alias].settings_dict["CONN_MAX_AGE"] = settings.DATABASE_WORKER_CONN_MAX_AGE
+    close_old_connections()
 
 
 @app.task(name="traversion.heartbeat", ignore_result=True)
