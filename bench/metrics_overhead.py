@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from . import _support as support
@@ -51,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="gunicorn worker class: uvicorn_worker.UvicornWorker (make run) or sync",
     )
     parser.add_argument("--keys", type=int, default=20, help="API keys in the listed page")
+    parser.add_argument(
+        "--schedule",
+        choices=("concurrent", "alternate"),
+        default="concurrent",
+        help="concurrent: both servers loaded at once on one CPU (default); "
+        "alternate: one server at a time, alternating order",
+    )
     parser.add_argument(
         "--pin",
         choices=("auto", "off"),
@@ -71,17 +80,43 @@ def prepare_data(keys: int) -> str:
     return raw_key
 
 
+def check(path: str, result: support.LoadResult) -> None:
+    bad = {k: v for k, v in result.statuses.items() if k != 200}
+    if bad:
+        raise RuntimeError(f"{path}: unexpected answers {bad}")
+
+
 def measure(server: support.Server, path: str, headers: dict, args) -> tuple[int, float, float]:
-    """One slice: (requests, seconds, server CPU seconds)."""
+    """One slice on one server: (requests, seconds, server CPU seconds)."""
     cpu_before = server.cpu_time()
     result = support.load(
         server.port, path, seconds=args.seconds, concurrency=args.concurrency, headers=headers
     )
     cpu = server.cpu_time() - cpu_before
-    bad = {k: v for k, v in result.statuses.items() if k != 200}
-    if bad:
-        raise RuntimeError(f"{path}: unexpected answers {bad}")
+    check(path, result)
     return result.requests, result.seconds, cpu
+
+
+def _load_in_child(port: int, path: str, seconds: float, concurrency: int, headers: dict):
+    return support.load(port, path, seconds=seconds, concurrency=concurrency, headers=headers)
+
+
+def measure_both(servers: dict, clients, path: str, headers: dict, args) -> dict:
+    """One slice on both servers at once, each from a client process of its own."""
+    before = {mode: server.cpu_time() for mode, server in servers.items()}
+    futures = {
+        mode: clients[mode].submit(
+            _load_in_child, server.port, path, args.seconds, args.concurrency, headers
+        )
+        for mode, server in servers.items()
+    }
+    results = {mode: future.result() for mode, future in futures.items()}
+    samples = {}
+    for mode, server in servers.items():
+        cpu = server.cpu_time() - before[mode]
+        check(path, results[mode])
+        samples[mode] = (results[mode].requests, results[mode].seconds, cpu)
+    return samples
 
 
 def cpu_layout(pin: str) -> tuple[set[int], set[int]] | None:
@@ -144,11 +179,26 @@ def run(args: argparse.Namespace) -> int:
                 for _, path, headers in endpoints:
                     support.load(server.port, path, seconds=args.warmup, headers=headers)
             samples = {name: {"on": [], "off": []} for name, _, _ in endpoints}
-            for round_number in range(args.rounds):
-                order = ("on", "off") if round_number % 2 == 0 else ("off", "on")
-                for name, path, headers in endpoints:
-                    for mode in order:
-                        samples[name][mode].append(measure(servers[mode], path, headers, args))
+            if args.schedule == "concurrent":
+                context = multiprocessing.get_context("fork")
+                clients = {mode: ProcessPoolExecutor(1, mp_context=context) for mode in servers}
+                try:
+                    for _ in range(args.rounds):
+                        for name, path, headers in endpoints:
+                            pair = measure_both(servers, clients, path, headers, args)
+                            for mode, sample in pair.items():
+                                samples[name][mode].append(sample)
+                finally:
+                    for client in clients.values():
+                        client.shutdown()
+            else:
+                for round_number in range(args.rounds):
+                    order = ("on", "off") if round_number % 2 == 0 else ("off", "on")
+                    for name, path, headers in endpoints:
+                        for mode in order:
+                            samples[name][mode].append(
+                                measure(servers[mode], path, headers, args)
+                            )
             rss = {mode: server.rss_bytes() for mode, server in servers.items()}
         finally:
             if client_cpus:
@@ -177,10 +227,15 @@ def run(args: argparse.Namespace) -> int:
         if layout
         else "not pinned"
     )
+    schedule = (
+        "both servers loaded at once, a client process each"
+        if args.schedule == "concurrent"
+        else "one server at a time, alternating"
+    )
     print(
         f"\nworker class {args.worker_class}, {args.workers} worker(s) per server, "
-        f"{args.concurrency} client threads, {args.rounds} rounds x {args.seconds:g} s "
-        f"per endpoint and mode, {pinning}"
+        f"{args.concurrency} client threads per server, {args.rounds} rounds x "
+        f"{args.seconds:g} s per endpoint, {schedule}; {pinning}"
     )
     print(
         "ratio = requests/s on/off, cpu ratio = CPU per request off/on "

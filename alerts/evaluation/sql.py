@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -181,6 +182,22 @@ class CompiledQuery:
     tenant_scoped: bool
     shared_sql: str | None = None
     bounds: tuple[tuple[str, str], ...] = ()
+    merge: Mergeable | None = None
+
+
+@dataclass(frozen=True)
+class Mergeable:
+    """A one-view aggregate (`SELECT g..., agg(...) FROM view WHERE w GROUP BY g...`)
+    that can be computed in the same pass over the view as other rules grouping by the
+    same expressions: each of its aggregates gets `FILTER (WHERE w)`.
+
+    `key` is (view, GROUP BY expressions); `items` are its output columns in order, each
+    ("group", index into the GROUP BY) or ("value", SQL with the filter applied).
+    """
+
+    key: tuple[str, tuple[str, ...]]
+    where: str
+    items: tuple[tuple[str, int | str], ...]
 
 
 def _first_line(text: str) -> str:
@@ -409,6 +426,105 @@ def _time_bound(table: exp.Table) -> exp.Expression | None:
     return None
 
 
+def _view_columns(view: str) -> frozenset[str]:
+    return frozenset(
+        e.alias_or_name for e in sqlglot.parse_one(VIEWS[view], read=PARSE_DIALECT).expressions
+    )
+
+
+VIEW_COLUMNS = {view: _view_columns(view) for view in VIEWS}
+#: Constructs that keep a query out of a merged pass (it then shares a scan, or runs alone).
+UNMERGEABLE = (
+    exp.Subquery, exp.Select, exp.Window, exp.WithinGroup, exp.Filter, exp.Anonymous,
+    exp.Placeholder, exp.Parameter,
+)  # fmt: skip
+
+
+def _render_part(node: exp.Expression) -> str:
+    return node.sql(dialect=PARSE_DIALECT, comments=False, identify=True).replace("%", "%%")
+
+
+def _mergeable(tree: exp.Query) -> Mergeable | None:
+    """How `tree` joins a merged pass over its view, or None (see `Mergeable`)."""
+    if not isinstance(tree, exp.Select) or tree.args.get("with") or tree.args.get("joins"):
+        return None
+    tree = tree.copy()
+    for arg in ("distinct", "having", "order", "limit", "offset", "qualify", "windows"):
+        if tree.args.get(arg):
+            return None
+    source = tree.args.get("from_") or tree.args.get("from")
+    table = source.this if source is not None else None
+    where = tree.args.get("where")
+    if (
+        not isinstance(table, exp.Table)
+        or not isinstance(table.this, exp.Identifier)
+        or table.name not in VIEWS
+        or table.db
+        or table.catalog
+        or where is None
+    ):
+        return None
+    columns = VIEW_COLUMNS[table.name]
+    alias = table.alias_or_name
+    for column in tree.find_all(exp.Column):
+        if column.table and column.table != alias:
+            return None
+        if column.name not in columns:
+            return None  # an output alias, or not a column of the view: keep it simple
+        column.set("table", None)
+    selects = list(tree.expressions)
+    group = tree.args.get("group")
+    groups: list[exp.Expression] = []
+    for node in group.expressions if group is not None else []:
+        if isinstance(node, exp.Literal) and not node.is_string:
+            position = int(node.name) - 1
+            if not 0 <= position < len(selects):
+                return None
+            node = selects[position].unalias()
+        groups.append(node)
+    if group is not None and (group.args.get("rollup") or group.args.get("cube")):
+        return None
+    if group is not None and group.args.get("grouping_sets"):
+        return None
+    condition = where.this
+    for node in (condition, *groups, *selects):
+        for child in node.walk():
+            if isinstance(child, UNMERGEABLE):
+                return None
+            if isinstance(child, exp.Star) and child.find_ancestor(exp.AggFunc) is None:
+                return None  # SELECT *
+    if group is None and not any(select.find(exp.AggFunc) is not None for select in selects):
+        return None  # not an aggregate: one row per view row
+    group_sql = [_render_part(g) for g in groups]
+    items: list[tuple[str, int | str]] = []
+    for select in selects:
+        expression = select.unalias()
+        rendered = _render_part(expression)
+        if rendered in group_sql:
+            items.append(("group", group_sql.index(rendered)))
+            continue
+        expression = expression.copy()
+        outside = [
+            c for c in expression.find_all(exp.Column) if c.find_ancestor(exp.AggFunc) is None
+        ]
+        if outside:
+            return None  # a column neither grouped nor aggregated
+        for aggregate in list(expression.find_all(exp.AggFunc)):
+            if aggregate.find_ancestor(exp.AggFunc) is not None:
+                return None
+            filtered = exp.Filter(
+                this=aggregate.copy(), expression=exp.Where(this=condition.copy())
+            )
+            if aggregate is expression:
+                expression = filtered
+            else:
+                aggregate.replace(filtered)
+        items.append(("value", _render_part(expression)))
+    return Mergeable(
+        key=(table.name, tuple(group_sql)), where=_render_part(condition), items=tuple(items)
+    )
+
+
 def _shared_variant(tree: exp.Query) -> tuple[str, tuple[tuple[str, str], ...]] | None:
     """(SQL over the shared scans, bounds per view), or None if a view read is unbounded."""
     bounds = []
@@ -486,12 +602,13 @@ def compile_query(query: str, *, global_rule: bool, dialect: str = PARSE_DIALECT
     tree = parse_single_select(query)
     tree = normalize_identifiers(tree, dialect=PARSE_DIALECT)
     check_tree(tree)
-    shared = None
+    shared = merge = None
     if dialect == PARSE_DIALECT and not global_rule:
         try:
             shared = _shared_variant(tree.copy())
+            merge = _mergeable(tree) if shared else None
         except QueryError:
-            shared = None  # the query itself is checked (and refused) below
+            shared = merge = None  # the query itself is checked (and refused) below
     views = rewrite_tables(tree, tenant_scoped=not global_rule)
     if dialect == "sqlite":
         tree = tree.transform(_sqlite_translation)
@@ -504,6 +621,7 @@ def compile_query(query: str, *, global_rule: bool, dialect: str = PARSE_DIALECT
         tenant_scoped=not global_rule,
         shared_sql=shared[0] if shared else None,
         bounds=shared[1] if shared else (),
+        merge=merge,
     )
 
 
@@ -718,7 +836,20 @@ class SqlDatasource(Datasource):
             else:
                 alone.append(rule)
         with sandbox() as run:
-            for tenant_id, group in shared.items():
+            for tenant_id, group in list(shared.items()):
+                merged = defaultdict(list)
+                for rule in group:
+                    if compiled[rule.pk].merge is not None:
+                        merged[compiled[rule.pk].merge.key].append(rule)
+                done_here = set()
+                for members in merged.values():
+                    if len(members) < 2:
+                        continue
+                    done = _run_merged(run, tenant_id, members, compiled)
+                    if done is not None:
+                        results.update(done)
+                        done_here.update(done)
+                group = [rule for rule in group if rule.pk not in done_here]
                 if len(group) < 2:
                     alone += group
                     continue
@@ -845,6 +976,70 @@ def _decode(description: tuple[tuple[str, int], ...], records: list | None) -> l
             )
         )
     return rows
+
+
+def merged_statement(queries: Sequence[CompiledQuery]) -> str:
+    """One pass over one view for `queries` that share its GROUP BY (see `Mergeable`):
+    the groups, each query's columns, and per query how many rows of the group it sees."""
+    view, groups = queries[0].merge.key
+    bounds = []
+    for query in queries:
+        bounds += [bound for name, bound in query.bounds if name == view and bound not in bounds]
+    columns = [f'{g} AS "__trv_g{i}"' for i, g in enumerate(groups)]
+    for k, query in enumerate(queries):
+        columns += [
+            f'{sql} AS "__trv_{k}_{j}"'
+            for j, (kind, sql) in enumerate(query.merge.items)
+            if kind == "value"
+        ]
+        columns.append(f'COUNT(*) FILTER (WHERE {query.merge.where}) AS "__trv_n{k}"')
+    conditions = " OR ".join(f"({query.merge.where})" for query in queries)
+    sql = (
+        f'SELECT {", ".join(columns)} FROM ({VIEWS[view]}) AS "__trv_v" '
+        f'WHERE "tenant_id" = %(tenant)s AND "{TIME_COLUMNS[view]}" >= LEAST({", ".join(bounds)}) '
+        f"AND ({conditions})"
+    )
+    if groups:
+        sql += f" GROUP BY {', '.join(groups)}"
+    return sql
+
+
+def _run_merged(
+    run: Runner, tenant_id: int, rules: Sequence[AlertRule], compiled: dict[int, CompiledQuery]
+) -> dict[int, Result] | None:
+    """Results of `rules` (one tenant's, one merge key) from one pass over their view;
+    None if the statement failed or is too large (the caller runs them otherwise)."""
+    started = time.perf_counter()
+    queries = [compiled[rule.pk] for rule in rules]
+    grouped = bool(queries[0].merge.key[1])
+    try:
+        names = [[name for name, _ in _describe(run, query, tenant_id)] for query in queries]
+        columns, rows = run(merged_statement(queries), {"tenant": tenant_id}, prepare=True)
+    except (QueryError, DatabaseError) as exc:
+        logger.info(
+            "merged pass of %d rules of tenant %s failed (%s); sharing a scan instead",
+            len(rules), tenant_id, exc,
+        )  # fmt: skip
+        return None
+    if len(rows) > MAX_ROWS:
+        return None  # a result this large is checked rule by rule
+    index = {name: i for i, name in enumerate(columns)}
+    seconds = (time.perf_counter() - started) / len(rules)
+    results = {}
+    for k, (rule, query) in enumerate(zip(rules, queries, strict=True)):
+        positions = [
+            value if kind == "group" else index[f"__trv_{k}_{j}"]
+            for j, (kind, value) in enumerate(query.merge.items)
+        ]
+        seen = index[f"__trv_n{k}"]
+        own = [tuple(row[p] for p in positions) for row in rows if not grouped or row[seen]]
+        try:
+            result = Result(samples=rows_to_samples(rule, names[k], own))
+        except QueryError as exc:
+            result = Result(error=exc)
+        result.seconds = seconds
+        results[rule.pk] = result
+    return results
 
 
 def _run_shared(

@@ -168,6 +168,20 @@ PARITY_QUERIES = [
 ]
 
 
+def spy_on_statements(monkeypatch) -> list[tuple[str, int]]:
+    """Record (kind, number of rules) of every merged pass and shared statement run."""
+    calls = []
+    for kind, name in (("merged", "_run_merged"), ("shared", "_run_shared")):
+        original = getattr(sqlsource, name)
+
+        def spy(*args, kind=kind, original=original):
+            calls.append((kind, len(args[2])))
+            return original(*args)
+
+        monkeypatch.setattr(sqlsource, name, spy)
+    return calls
+
+
 def evaluate(rules, shared: bool, settings):
     settings.ALERT_SQL_SHARED_SCANS = shared
     return SQL.evaluate_many(rules)
@@ -187,17 +201,12 @@ def test_a_shared_statement_gives_exactly_what_each_rule_gives_alone(data, setti
         make_rule(tenant_a, name=f"r{i}", query=query) for i, query in enumerate(PARITY_QUERIES)
     ]
     assert all(compiled(rule.query).shared_sql for rule in rules)
-    shared_calls = []
-    run_shared = sqlsource._run_shared
-    monkeypatch.setattr(
-        sqlsource,
-        "_run_shared",
-        lambda *args: shared_calls.append(len(args[2])) or run_shared(*args),
-    )
+    calls = spy_on_statements(monkeypatch)
     # Both runs are in the test's transaction: one `now()` for both.
     alone = evaluate(rules, False, settings)
     together = evaluate(rules, True, settings)
-    assert shared_calls == [len(rules)]  # one statement for every rule of the tenant
+    # Two rules grouping by service_id in one pass over `events`, the rest in one statement.
+    assert calls == [("merged", 2), ("shared", len(rules) - 2)]
     for rule in rules:
         assert outcome(together[rule.pk]) == outcome(alone[rule.pk]), rule.query
     # The data is what the rules were written to see (not two equally wrong answers).
@@ -295,3 +304,99 @@ def test_switched_off_every_rule_runs_its_own_query(data, settings, monkeypatch)
     monkeypatch.setattr(sqlsource, "_run_shared", lambda *args: pytest.fail("shared"))
     results = evaluate(rules, False, settings)
     assert outcome(results[rules[0].pk]) == [({}, 6.0, tenant_a.pk)]
+
+
+# --- merged passes: rules grouping by the same expressions, one pass over the view -------
+
+WINDOW = "timestamp > now() - interval '5 minutes'"
+
+MERGEABLE = [
+    f"SELECT count(*) AS value FROM events WHERE event_type = 'error' AND {WINDOW}",
+    f"SELECT service_id, count(*) AS value FROM events WHERE severity = 'error' AND {WINDOW} "
+    "GROUP BY service_id",
+    f"SELECT e.service_id, max(e.timestamp) - min(e.timestamp) AS spread, 1 AS one "
+    f"FROM events e WHERE e.{WINDOW} GROUP BY 1",
+    f"SELECT data->>'endpoint' AS endpoint, service_id, count(DISTINCT id) AS value "
+    f"FROM events WHERE {WINDOW} GROUP BY data->>'endpoint', service_id",
+]
+
+NOT_MERGEABLE = [
+    f"SELECT 1 AS value FROM events WHERE {WINDOW}",  # not an aggregate
+    f"SELECT * FROM events WHERE {WINDOW}",
+    f"SELECT service_id, count(*) FROM events WHERE {WINDOW} GROUP BY service_id HAVING count(*) > 1",
+    f"SELECT service_id, count(*) FROM events WHERE {WINDOW} GROUP BY service_id ORDER BY 2 LIMIT 3",
+    f"SELECT DISTINCT service_id FROM events WHERE {WINDOW}",
+    f"SELECT upper(service_id), count(*) FROM events WHERE {WINDOW} GROUP BY service_id",
+    f"SELECT data->>'endpoint' AS ep, count(*) FROM events WHERE {WINDOW} GROUP BY ep",
+    f"SELECT count(*) FILTER (WHERE severity = 'error') FROM events WHERE {WINDOW}",
+    f"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY id) FROM events WHERE {WINDOW}",
+    f"SELECT count(*) FROM events e JOIN causality c ON c.effect_id = e.id WHERE e.{WINDOW} "
+    "AND c.detected_at > now() - interval '5 minutes'",
+    f"SELECT count(*) FROM events WHERE {WINDOW} AND service_id IN "
+    f"(SELECT service_id FROM events WHERE {WINDOW})",
+]
+
+
+@pytest.mark.parametrize("query", MERGEABLE)
+def test_one_view_aggregates_can_join_a_merged_pass(query):
+    merge = compiled(query).merge
+    assert merge is not None and merge.key[0] == "events"
+    assert all("FILTER(WHERE" in sql for kind, sql in merge.items if kind == "value" and sql != "1")
+
+
+@pytest.mark.parametrize("query", NOT_MERGEABLE)
+def test_other_shapes_do_not_join_a_merged_pass(query):
+    assert compiled(query).merge is None
+
+
+#: Rules of two merge keys (none and service_id) with rows for some and not others.
+MERGED_RULES = [
+    f"SELECT count(*) AS value FROM events WHERE event_type = 'error' AND {WINDOW}",
+    f"SELECT count(*) AS value, sum(id) AS ids FROM events WHERE event_type = 'nope' AND {WINDOW}",
+    f"SELECT max(timestamp) AS last, avg(length(message)) AS value FROM events WHERE {WINDOW}",
+    f"SELECT service_id, count(*) AS value FROM events WHERE severity = 'error' AND {WINDOW} "
+    "GROUP BY service_id",
+    f"SELECT count(*) AS value, service_id FROM events WHERE event_type = 'deploy' AND "
+    f"{WINDOW} GROUP BY service_id",
+    f"SELECT e.service_id, count(DISTINCT e.data->>'endpoint') AS value, 1 AS one "
+    f"FROM events e WHERE e.{WINDOW} AND e.service_id = 'search' GROUP BY 1",
+    f"SELECT service_id, count(*) AS value FROM events WHERE event_type = 'nope' AND {WINDOW} "
+    "GROUP BY service_id",
+]
+
+
+@pytest.mark.django_db
+def test_a_merged_pass_gives_exactly_what_each_rule_gives_alone(data, settings, monkeypatch):
+    tenant_a, _ = data
+    rules = [make_rule(tenant_a, name=f"m{i}", query=q) for i, q in enumerate(MERGED_RULES)]
+    assert all(compiled(rule.query).merge for rule in rules)
+    calls = spy_on_statements(monkeypatch)
+    alone = evaluate(rules, False, settings)
+    together = evaluate(rules, True, settings)
+    assert sorted(calls) == [("merged", 3), ("merged", 4)]
+    for rule in rules:
+        assert outcome(together[rule.pk]) == outcome(alone[rule.pk]), rule.query
+    counts = [outcome(alone[rule.pk]) for rule in rules]
+    assert counts[0] == [({}, 6.0, tenant_a.pk)]
+    assert counts[1] == [({}, 0.0, tenant_a.pk)]  # an aggregate over nothing is still a row
+    assert counts[3] == [
+        ({"service_id": "checkout"}, 5.0, tenant_a.pk),
+        ({"service_id": "search"}, 1.0, tenant_a.pk),
+    ]
+    assert counts[4] == [({"service_id": "checkout"}, 1.0, tenant_a.pk)]
+    assert counts[5] == [({"one": "1", "service_id": "search"}, 1.0, tenant_a.pk)]
+    assert counts[6] == []  # no group for a rule whose rows are all filtered out
+
+
+@pytest.mark.django_db
+def test_a_failing_merged_pass_falls_back_and_isolates_the_failing_rule(data, settings):
+    tenant_a, _ = data
+    good = make_rule(tenant_a, name="good", query=MERGED_RULES[0])
+    bad = make_rule(
+        tenant_a,
+        name="bad",
+        query=f"SELECT 1 / (count(*) - count(*)) AS value FROM events WHERE {WINDOW}",
+    )
+    results = evaluate([good, bad], True, settings)
+    assert outcome(results[good.pk]) == [({}, 6.0, tenant_a.pk)]
+    assert outcome(results[bad.pk])[1].startswith("the query failed: division by zero")
