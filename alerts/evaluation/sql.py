@@ -631,8 +631,8 @@ def current_dialect() -> str:
 
 # --- execution -------------------------------------------------------------------------
 
-#: run(sql, params, prepare=False) -> (column names, rows); prepare: a server-side
-#: prepared statement (PostgreSQL; ignored elsewhere).
+#: run(sql, params, prepare=False, types=False) -> (column names, rows); prepare: a
+#: server-side prepared statement; types: (name, type oid) per column (PostgreSQL only).
 Runner = Callable[..., tuple[list[str], list[tuple]]]
 
 
@@ -667,7 +667,9 @@ def _postgres_sandbox() -> Iterator[Runner]:
                     [timeout],
                 )
 
-        def run(sql: str, params: dict, prepare: bool = False) -> tuple[list[str], list[tuple]]:
+        def run(
+            sql: str, params: dict, prepare: bool = False, types: bool = False
+        ) -> tuple[list, list[tuple]]:
             try:
                 if prepare:
                     # A server-side prepared statement (bound parameters, a plan the
@@ -678,7 +680,10 @@ def _postgres_sandbox() -> Iterator[Runner]:
                         return columns, cursor.fetchmany(MAX_ROWS + 1)
                 with connection.cursor() as cursor:
                     cursor.execute(sql, params)
-                    columns = [column[0] for column in cursor.description]
+                    if types:  # (name, type oid) per column
+                        columns = [(str(c.name), int(c.type_code)) for c in cursor.description]
+                    else:
+                        columns = [column[0] for column in cursor.description]
                     return columns, cursor.fetchmany(MAX_ROWS + 1)
             except (DatabaseError, psycopg.Error) as exc:
                 # A failed statement aborts the subtransaction: start a fresh one.
@@ -702,7 +707,7 @@ def _sqlite_sandbox() -> Iterator[Runner]:
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA query_only = ON")
 
-    def run(sql: str, params: dict, prepare: bool = False) -> tuple[list[str], list[tuple]]:
+    def run(sql: str, params: dict, prepare: bool = False, types: bool = False) -> tuple:
         deadline = time.monotonic() + timeout
         raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
@@ -906,11 +911,12 @@ def _may_share(rule: AlertRule, query: CompiledQuery) -> bool:
 def _describe(run: Runner, query: CompiledQuery, tenant_id: int) -> tuple[tuple[str, int], ...]:
     description = _DESCRIPTIONS.get(query.sql)
     if description is None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f'SELECT * FROM ({query.sql}) AS "__trv_q" LIMIT 0', {"tenant": tenant_id}
-            )
-            description = tuple((str(c.name), int(c.type_code)) for c in cursor.description)
+        # Through the sandbox's runner: a query that fails even to be planned rolls the
+        # subtransaction back like any failing rule, and the batch goes on.
+        columns, _ = run(
+            f'SELECT * FROM ({query.sql}) AS "__trv_q" LIMIT 0', {"tenant": tenant_id}, types=True
+        )
+        description = tuple(columns)
         if len(_DESCRIPTIONS) >= MAX_DESCRIPTIONS:
             _DESCRIPTIONS.clear()
         _DESCRIPTIONS[query.sql] = description

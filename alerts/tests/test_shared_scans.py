@@ -400,3 +400,18 @@ def test_a_failing_merged_pass_falls_back_and_isolates_the_failing_rule(data, se
     results = evaluate([good, bad], True, settings)
     assert outcome(results[good.pk]) == [({}, 6.0, tenant_a.pk)]
     assert outcome(results[bad.pk])[1].startswith("the query failed: division by zero")
+
+
+@pytest.mark.django_db
+def test_a_query_failing_while_planned_does_not_fail_its_neighbours(data, settings):
+    tenant_a, _ = data
+    rows = f"SELECT service_id, 1 AS value FROM events WHERE {WINDOW} AND event_type = 'deploy'"
+    bad = make_rule(
+        tenant_a, name="bad", query=f"SELECT service_id, 1 / 0 AS value FROM events WHERE {WINDOW}"
+    )
+    good = [make_rule(tenant_a, name=f"good{i}", query=rows) for i in range(2)]
+    for rules in ([bad, *good], [*good, bad]):
+        results = evaluate(rules, True, settings)
+        for rule in good:
+            assert outcome(results[rule.pk]) == [({"service_id": "checkout"}, 1.0, tenant_a.pk)]
+        assert outcome(results[bad.pk])[1].startswith("the query failed: division by zero")
