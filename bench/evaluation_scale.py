@@ -70,6 +70,30 @@ def enable(per_tenant: int) -> int:
     return AlertRule.objects.filter(enabled=True).count()
 
 
+def pass_cpu_seconds(worker_pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by the engine (the worker's process tree, and this process,
+    which plays beat: the tick) and by the PostgreSQL backends connected to the bench
+    database (the worker keeps its connections for the whole run)."""
+    import psutil
+    from django.db import connection
+
+    root = psutil.Process(worker_pid)
+    worker = sum(support.process_cpu_seconds(p) for p in [root, *root.children(recursive=True)])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend'"
+        )
+        pids = [row[0] for row in cursor.fetchall()]
+    database = 0.0
+    for pid in pids:
+        try:
+            database += support.process_cpu_seconds(psutil.Process(pid))
+        except psutil.Error:
+            pass
+    return worker, database
+
+
 def run(args: argparse.Namespace) -> int:
     import redis
 
@@ -101,7 +125,11 @@ def run(args: argparse.Namespace) -> int:
                 total = enable(step // args.tenants)
                 for number in range(1, args.passes + 1):
                     load = os.getloadavg()[0]
+                    worker_before, database_before = pass_cpu_seconds(worker.pid)
                     claimed, seconds = shared.celery_pass(total)
+                    worker_after, database_after = pass_cpu_seconds(worker.pid)
+                    worker_cpu = worker_after - worker_before
+                    database_cpu = database_after - database_before
                     key = (total, mode)
                     best[key] = min(best.get(key, seconds), seconds)
                     rows.append(
@@ -112,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
                             f"{seconds:.2f}",
                             f"{claimed / seconds:,.0f}",
                             f"{1000 * seconds / claimed:.2f}",
+                            f"{worker_cpu:.2f}",
+                            f"{database_cpu:.2f}",
+                            f"{(worker_cpu + database_cpu) / args.concurrency:.2f}",
                             f"{load:.1f}",
                         )
                     )
@@ -119,9 +150,18 @@ def run(args: argparse.Namespace) -> int:
         finally:
             shared.stop_worker(worker)
     print(f"\n{args.concurrency} worker processes; load = 1-minute load average before the pass")
-    support.print_table(
-        ["rules", "shared scans", "pass", "seconds", "rules/s", "ms/rule", "load"], rows
+    print(
+        "engine cpu / postgres cpu = CPU seconds of the engine (worker processes, and the tick "
+        "in this process) and of the PostgreSQL backends serving them during the pass; "
+        f"cpu/cores = their sum over {args.concurrency} cores: the pass on an otherwise idle machine"
     )
+    support.print_table(
+        [
+            "rules", "shared scans", "pass", "seconds", "rules/s", "ms/rule", "engine cpu",
+            "postgres cpu", "cpu/cores", "load",
+        ],
+        rows,
+    )  # fmt: skip
     if len(modes) == 2:
         for step in steps:
             off, on = best[(step, "off")], best[(step, "on")]

@@ -814,9 +814,8 @@ class SqlDatasource(Datasource):
     def evaluate_many(self, rules: Sequence[AlertRule]) -> dict[int, Result]:
         """Every rule of the batch in one sandbox: one transaction, one timeout setting.
 
-        Rules of a tenant that can share scans (`CompiledQuery.shared_sql`) run together,
-        up to SHARED_SCAN_CHUNK per statement; the others, and every rule of a shared
-        statement that failed, run one by one.
+        A tenant's rules that can (`_may_share`) run together: merged passes, then shared
+        scans (see below); the others, and those of a statement that failed, one by one.
         """
         results: dict[int, Result] = {}
         compiled = {}
@@ -841,30 +840,8 @@ class SqlDatasource(Datasource):
             else:
                 alone.append(rule)
         with sandbox() as run:
-            for tenant_id, group in list(shared.items()):
-                merged = defaultdict(list)
-                for rule in group:
-                    if compiled[rule.pk].merge is not None:
-                        merged[compiled[rule.pk].merge.key].append(rule)
-                done_here = set()
-                for members in merged.values():
-                    if len(members) < 2:
-                        continue
-                    done = _run_merged(run, tenant_id, members, compiled)
-                    if done is not None:
-                        results.update(done)
-                        done_here.update(done)
-                group = [rule for rule in group if rule.pk not in done_here]
-                if len(group) < 2:
-                    alone += group
-                    continue
-                for start in range(0, len(group), SHARED_SCAN_CHUNK):
-                    chunk = group[start : start + SHARED_SCAN_CHUNK]
-                    done = _run_shared(run, tenant_id, chunk, compiled)
-                    if done is None:
-                        alone += chunk
-                    else:
-                        results.update(done)
+            for tenant_id, group in shared.items():
+                alone += _run_together(run, tenant_id, group, compiled, results)
             for rule in alone:
                 query = compiled[rule.pk]
                 params = {"tenant": rule.tenant_id} if query.tenant_scoped else {}
@@ -1008,6 +985,37 @@ def merged_statement(queries: Sequence[CompiledQuery]) -> str:
     if groups:
         sql += f" GROUP BY {', '.join(groups)}"
     return sql
+
+
+def _run_together(
+    run: Runner,
+    tenant_id: int,
+    rules: Sequence[AlertRule],
+    compiled: dict[int, CompiledQuery],
+    results: dict[int, Result],
+) -> list[AlertRule]:
+    """Evaluate one tenant's rules in merged passes (rules with the same merge key), then
+    the rest in shared-scan statements; record their results, return the rules left to
+    run alone (too few to share, or in a statement that failed)."""
+    by_key: dict[tuple, list[AlertRule]] = defaultdict(list)
+    for rule in rules:
+        if compiled[rule.pk].merge is not None:
+            by_key[compiled[rule.pk].merge.key].append(rule)
+    for members in by_key.values():
+        if len(members) > 1:
+            results.update(_run_merged(run, tenant_id, members, compiled) or {})
+    rest = [rule for rule in rules if rule.pk not in results]
+    if len(rest) < 2:
+        return rest
+    alone = []
+    for start in range(0, len(rest), SHARED_SCAN_CHUNK):
+        chunk = rest[start : start + SHARED_SCAN_CHUNK]
+        done = _run_shared(run, tenant_id, chunk, compiled)
+        if done is None:
+            alone += chunk
+        else:
+            results.update(done)
+    return alone
 
 
 def _run_merged(
