@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -596,7 +596,11 @@ def render(tree: exp.Query, dialect: str) -> str:
     return sql
 
 
-@lru_cache(maxsize=8192)
+#: Compiled queries kept per process (a pure function of the rule's text and scope).
+COMPILE_CACHE_SIZE = 8_192
+
+
+@lru_cache(maxsize=COMPILE_CACHE_SIZE)
 def compile_query(query: str, *, global_rule: bool, dialect: str = PARSE_DIALECT) -> CompiledQuery:
     """Check and rewrite a rule's query (cached: a pure function of its arguments)."""
     tree = parse_single_select(query)
@@ -868,9 +872,10 @@ class SqlDatasource(Datasource):
 # the driver uses for the rule's own columns (read once per query text with LIMIT 0), so
 # a rule gives exactly the values, and the alerts exactly the labels, it gives alone.
 
-#: query SQL -> ((column name, type oid), ...), per process (the views' types are fixed).
-_DESCRIPTIONS: dict[str, tuple[tuple[str, int], ...]] = {}
-MAX_DESCRIPTIONS = 8_192
+#: query SQL -> ((column name, type oid), ...), per process (the views' types are fixed),
+#: least recently used first; as large as the cache of compiled queries.
+_DESCRIPTIONS: OrderedDict[str, tuple[tuple[str, int], ...]] = OrderedDict()
+MAX_DESCRIPTIONS = COMPILE_CACHE_SIZE
 
 
 def _may_share(rule: AlertRule, query: CompiledQuery) -> bool:
@@ -887,16 +892,18 @@ def _may_share(rule: AlertRule, query: CompiledQuery) -> bool:
 
 def _describe(run: Runner, query: CompiledQuery, tenant_id: int) -> tuple[tuple[str, int], ...]:
     description = _DESCRIPTIONS.get(query.sql)
-    if description is None:
+    if description is not None:
+        _DESCRIPTIONS.move_to_end(query.sql)
+    else:
         # Through the sandbox's runner: a query that fails even to be planned rolls the
         # subtransaction back like any failing rule, and the batch goes on.
         columns, _ = run(
             f'SELECT * FROM ({query.sql}) AS "__trv_q" LIMIT 0', {"tenant": tenant_id}, types=True
         )
         description = tuple(columns)
-        if len(_DESCRIPTIONS) >= MAX_DESCRIPTIONS:
-            _DESCRIPTIONS.clear()
         _DESCRIPTIONS[query.sql] = description
+        if len(_DESCRIPTIONS) > MAX_DESCRIPTIONS:
+            _DESCRIPTIONS.popitem(last=False)
     return description
 
 
