@@ -1,4 +1,4 @@
-"""Metrics overhead: requests/s and CPU per request, ENABLE_METRICS=true vs false, alternating.
+"""Metrics overhead: requests/s and CPU per request, ENABLE_METRICS=true vs false, paired.
 
 Two gunicorn servers run side by side on a fresh database, one with metrics on (in
 multiprocess mode, as in production) and one with them off; both use the project's
@@ -9,20 +9,21 @@ gunicorn.conf.py and the same worker class. Endpoints:
   resolution, a 20-row page from PostgreSQL: the DB backend's metrics and the execute
   wrapper run on every statement).
 
-The measurement is built to resolve a difference of a few percent on a machine that
-other workloads share: many short slices (default 30 rounds of 1 s per endpoint), each
-round loading the "on" and the "off" server back to back in alternating order with the
-same closed-loop client, so that both sides of a pair see the same background load.
-Only one server is loaded at a time. Per pair: the throughput ratio on/off, and the
-ratio of the CPU the server's process tree spent per request (off/on, so that 1.0 means
-no cost and lower means metrics cost more, like the throughput ratio). Reported: the
-median of each over the rounds and their interquartile range; CPU per request in each
-mode (total CPU over total requests of all slices); the servers' resident memory at the
-end; and the metrics code alone, timed in-process (bench/_instrumentation_cost.py).
+Built to resolve a difference of 2 % on a machine other workloads share. The servers
+are pinned to one CPU and the load clients to the others (`--pin auto`, with 2+ CPUs).
+Each of many short slices (default 60 x 1 s per endpoint) loads both servers at once,
+each from a client process of its own with the same closed-loop load: the two servers
+share one CPU in the same time window, so whatever else runs on the machine slows both
+alike, and the kernel's fair share gives each the same CPU time, which makes the
+throughput ratio the inverse of the CPU-per-request ratio. Per slice: the throughput
+ratio on/off and the CPU-per-request ratio off/on (the server process tree's CPU-time
+clocks, nanosecond resolution); 1.0 = no cost, lower = metrics cost more. Reported: the
+median of each over the slices and their interquartile range, CPU per request in each
+mode (total CPU / total requests), the servers' resident memory at the end, and the
+metrics code alone, timed in-process (bench/_instrumentation_cost.py).
 
-With 2 CPUs or more the servers are pinned to the last CPU and the load client to the
-others (`--pin auto`, the default), so the client never competes with the server it
-measures; `--pin off` leaves scheduling to the kernel.
+`--schedule alternate` loads one server at a time instead, alternating which goes first
+(the old method; twice as long, and its pairs see different background load).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from . import _support as support
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rounds", type=int, default=30, help="alternating rounds (default 30)")
+    parser.add_argument("--rounds", type=int, default=60, help="paired slices per endpoint (60)")
     parser.add_argument("--seconds", type=float, default=1.0, help="load per slice (default 1)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up load per server")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers per server")
@@ -196,9 +197,7 @@ def run(args: argparse.Namespace) -> int:
                     order = ("on", "off") if round_number % 2 == 0 else ("off", "on")
                     for name, path, headers in endpoints:
                         for mode in order:
-                            samples[name][mode].append(
-                                measure(servers[mode], path, headers, args)
-                            )
+                            samples[name][mode].append(measure(servers[mode], path, headers, args))
             rss = {mode: server.rss_bytes() for mode, server in servers.items()}
         finally:
             if client_cpus:

@@ -1,12 +1,15 @@
 """Storage metrics: query durations by operation, connections, per-tenant quota.
 
 One database execute wrapper (Django's documented `connection.execute_wrappers` hook)
-times every statement once and feeds both families that describe statements:
+times every statement once and feeds:
 
 - `traversion_storage_operation_duration_seconds` by statement kind;
-- django-prometheus's `django_db_execute_total`, `django_db_execute_many_total`,
-  `django_db_errors_total` and `django_db_query_duration_seconds` (its own metric
-  objects, same names and labels).
+- django-prometheus's `django_db_execute_total`, `django_db_execute_many_total` and
+  `django_db_errors_total` (its own metric objects, same names and labels).
+
+django-prometheus's `django_db_query_duration_seconds` is left out (unregistered, never
+fed): with one database it is the same histogram as the storage one without the
+statement kind, and would cost two more memory-mapped writes per statement.
 
 The database ENGINE settings.py selects when metrics are on (`metrics.backends.*`) is
 Django's own backend with `DatabaseMetricsMixin`, which counts new connections
@@ -14,8 +17,7 @@ Django's own backend with `DatabaseMetricsMixin`, which counts new connections
 the wrapper. It replaces django-prometheus's backend wrappers, which built a new cursor
 class for every connection (every request under ASGI with `DATABASE_CONN_MAX_AGE=0`) and
 went through prometheus_client's label lookup and a timer object for every statement, in
-a second wrapper layer next to this one: measured, ~0.4 ms of CPU per request with three
-statements (docs/BENCHMARKS.md, "Request overhead").
+a second wrapper layer next to this one (docs/BENCHMARKS.md, "Request overhead").
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from django_prometheus.db import (
     execute_total,
     query_duration_seconds,
 )
+from prometheus_client import REGISTRY
 
 from .catalogue import STORAGE_OPERATION_DURATION
 from .collectors import interval_cached, scrape_gauge
@@ -40,8 +43,13 @@ from .labels import tenant_label
 OPERATIONS = ("select", "insert", "update", "delete")
 OTHER_OPERATION = "other"
 _children = {op: STORAGE_OPERATION_DURATION.labels(op) for op in (*OPERATIONS, OTHER_OPERATION)}
-# Per connection alias: the django_db_* children (executes, bulk executes, duration).
+# Per connection alias: the django_db_* children (new connections, executes, bulk executes).
 _database_children: dict[str, tuple] = {}
+
+try:
+    REGISTRY.unregister(query_duration_seconds)
+except KeyError:  # already done (module reloaded)
+    pass
 
 
 def operation_of(sql) -> str:
@@ -53,14 +61,14 @@ def operation_of(sql) -> str:
 
 
 def database_children(connection) -> tuple:
-    """(execute_total, execute_many_total, query_duration_seconds) of a connection's alias."""
+    """(new connections, executes, bulk executes) children of a connection's alias."""
     children = _database_children.get(connection.alias)
     if children is None:
         labels = (connection.alias, connection.vendor)
         children = _database_children[connection.alias] = (
+            connections_total.labels(*labels),
             execute_total.labels(*labels),
             execute_many_total.labels(*labels),
-            query_duration_seconds.labels(*labels),
         )
     return children
 
@@ -82,16 +90,14 @@ def observe_statement(execute, sql, params, many, context):
         errors_total.labels(connection.alias, connection.vendor, type(exc).__name__).inc()
         raise
     finally:
-        elapsed = perf_counter() - started
-        _children[operation_of(sql)].observe(elapsed)
-        executes, executes_many, duration = database_children(context["connection"])
+        _children[operation_of(sql)].observe(perf_counter() - started)
+        _, executes, executes_many = database_children(context["connection"])
         if many:
             count = _statement_count(params)
             executes.inc(count)
             executes_many.inc(count)
         else:
             executes.inc()
-        duration.observe(elapsed)
 
 
 def install_execute_wrapper(sender, connection, **kwargs) -> None:
@@ -109,12 +115,11 @@ class DatabaseMetricsMixin:
         install_execute_wrapper(None, self)
 
     def get_new_connection(self, conn_params):
-        labels = (self.alias, self.vendor)
-        connections_total.labels(*labels).inc()
+        database_children(self)[0].inc()
         try:
             return super().get_new_connection(conn_params)
         except Exception:
-            connection_errors_total.labels(*labels).inc()
+            connection_errors_total.labels(self.alias, self.vendor).inc()
             raise
 
 

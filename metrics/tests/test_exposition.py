@@ -191,3 +191,43 @@ def test_django_prometheus_families_are_fed(client, users, tenant_a, api_key_for
     # The families left out are not exported at all.
     for name in HttpMetrics.LEFT_OUT:
         assert name not in exposed and name + "_total" not in exposed, name
+
+
+def test_database_families_come_from_one_wrapper():
+    """django_db_* from metrics.backends and the execute wrapper; the duplicate histogram
+    of django-prometheus is not exported."""
+    from django.db import DatabaseError, connection, transaction
+
+    from metrics.storage import observe_statement
+
+    assert connection.settings_dict["ENGINE"].startswith("metrics.backends.")
+    assert connection.execute_wrappers.count(observe_statement) == 1
+    before = parse(APIClient().get("/metrics").content.decode())
+
+    def total(exposed, name, **labels) -> float:
+        family = exposed.get(name)
+        if family is None:
+            return 0.0
+        return sum(
+            s.value
+            for s in family.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        with pytest.raises(DatabaseError), transaction.atomic():
+            cursor.execute("SELECT * FROM no_such_table_here")
+    after = parse(APIClient().get("/metrics").content.decode())
+    labels = {"alias": "default", "vendor": connection.vendor}
+    # The scrape itself runs statements too: at least the two of this test.
+    executed = total(after, "django_db_execute_total", **labels) - total(
+        before, "django_db_execute_total", **labels
+    )
+    assert executed >= 2
+    errors = total(after, "django_db_errors_total", **labels) - total(
+        before, "django_db_errors_total", **labels
+    )
+    assert errors == 1
+    assert total(after, "django_db_new_connections_total", **labels) >= 1
+    assert "django_db_query_duration_seconds" not in after
