@@ -994,6 +994,26 @@ def merged_statement(queries: Sequence[CompiledQuery]) -> str:
     return sql
 
 
+#: (tenant, tier, key) -> monotonic time until which that group runs in the next tier:
+#: a merged pass or shared statement that hit the timeout is not tried again for a while
+#: (each rule still has the whole timeout alone), per process.
+_TIMED_OUT: dict[tuple, float] = {}
+TIMED_OUT_SECONDS = 600.0
+
+
+def _timed_out(key: tuple) -> bool:
+    until = _TIMED_OUT.get(key)
+    if until is not None and until <= time.monotonic():
+        del _TIMED_OUT[key]
+        return False
+    return until is not None
+
+
+def _remember_timeout(key: tuple, exc: Exception) -> None:
+    if "cancelled after ALERT_SQL_TIMEOUT_MS" in str(exc):
+        _TIMED_OUT[key] = time.monotonic() + TIMED_OUT_SECONDS
+
+
 def _run_together(
     run: Runner,
     tenant_id: int,
@@ -1008,11 +1028,11 @@ def _run_together(
     for rule in rules:
         if compiled[rule.pk].merge is not None:
             by_key[compiled[rule.pk].merge.key].append(rule)
-    for members in by_key.values():
-        if len(members) > 1:
+    for key, members in by_key.items():
+        if len(members) > 1 and not _timed_out((tenant_id, "merged", key)):
             results.update(_run_merged(run, tenant_id, members, compiled) or {})
     rest = [rule for rule in rules if rule.pk not in results]
-    if len(rest) < 2:
+    if len(rest) < 2 or _timed_out((tenant_id, "shared")):
         return rest
     alone = []
     for start in range(0, len(rest), SHARED_SCAN_CHUNK):
@@ -1041,6 +1061,7 @@ def _run_merged(
             "merged pass of %d rules of tenant %s failed (%s); sharing a scan instead",
             len(rules), tenant_id, exc,
         )  # fmt: skip
+        _remember_timeout((tenant_id, "merged", queries[0].merge.key), exc)
         return None
     if len(rows) > MAX_ROWS:
         return None  # a result this large is checked rule by rule
@@ -1082,6 +1103,7 @@ def _run_shared(
             tenant_id,
             exc,
         )
+        _remember_timeout((tenant_id, "shared"), exc)
         return None
     seconds = (time.perf_counter() - started) / len(rules)
     results = {}

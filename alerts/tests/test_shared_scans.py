@@ -415,3 +415,34 @@ def test_a_query_failing_while_planned_does_not_fail_its_neighbours(data, settin
         for rule in good:
             assert outcome(results[rule.pk]) == [({"service_id": "checkout"}, 1.0, tenant_a.pk)]
         assert outcome(results[bad.pk])[1].startswith("the query failed: division by zero")
+
+
+@pytest.mark.django_db
+def test_a_group_that_timed_out_runs_in_the_next_tier_for_a_while(data, monkeypatch):
+    tenant_a, _ = data
+    rules = [make_rule(tenant_a, name=f"m{i}", query=q) for i, q in enumerate(MERGED_RULES[:3])]
+    compiled_ = {rule.pk: compiled(rule.query) for rule in rules}
+    monkeypatch.setattr(sqlsource, "_TIMED_OUT", {})
+    merged_runs = []
+
+    def once(run):
+        def slow_merged_pass(sql, params, prepare=False, types=False):
+            if "FILTER (WHERE" in sql and '"__trv_n0"' in sql:
+                merged_runs.append(sql)
+                raise sqlsource.QueryError(
+                    "the query was cancelled after ALERT_SQL_TIMEOUT_MS=5000 ms"
+                )
+            return run(sql, params, prepare=prepare, types=types)
+
+        results = {}
+        alone = sqlsource._run_together(slow_merged_pass, tenant_a.pk, rules, compiled_, results)
+        return results, alone
+
+    for attempt in (1, 2):
+        with sqlsource.sandbox() as run:
+            results, alone = once(run)
+        # The three rules got their results from the shared-scan statement instead.
+        assert alone == [] and sorted(results) == sorted(rule.pk for rule in rules)
+        assert outcome(results[rules[0].pk]) == [({}, 6.0, tenant_a.pk)]
+        assert len(merged_runs) == 1, attempt  # tried once, then left out
+    assert list(sqlsource._TIMED_OUT) == [(tenant_a.pk, "merged", compiled_[rules[0].pk].merge.key)]
