@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from .choices import InstanceState
 from .evaluation.runner import evaluate_rules
-from .evaluation.scheduling import Due, batches, claim, due_rules
+from .evaluation.scheduling import Due, batches, claim_chunks, due_rules
 from .models import AlertEvent, AlertInstance
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,13 @@ def send_batch(tenant_id: int | None, batch: list[Due]) -> None:
 def run_tick(now: datetime | None = None, enqueue: Enqueue | None = None) -> list[Due]:
     """Claim the due rules and hand them out per tenant; returns what this tick claimed."""
     now = now or timezone.now()
-    claimed = claim(due_rules(now), now)
     enqueue = enqueue or send_batch
-    for tenant_id, batch in batches(claimed):
-        enqueue(tenant_id, batch)
+    claimed: list[Due] = []
+    # Each claimed chunk goes out at once: the workers start while the tick claims on.
+    for won in claim_chunks(due_rules(now), now):
+        claimed += won
+        for tenant_id, batch in batches(won):
+            enqueue(tenant_id, batch)
     if claimed:
         logger.debug("tick claimed %d rules", len(claimed))
     return claimed

@@ -73,12 +73,17 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 def claim(due: Sequence[Due], now: datetime) -> list[Due]:
     """Compare-and-set `next_evaluation_at`; returns the rules this caller won."""
+    return [item for won in claim_chunks(due, now) for item in won]
+
+
+def claim_chunks(due: Sequence[Due], now: datetime) -> Iterator[list[Due]]:
+    """`claim`, one statement at a time: each list is won (and committed) when yielded,
+    so the tick can send it to the workers while it claims the next one."""
     groups: dict[tuple, list[Due]] = defaultdict(list)
     for item in due:
         groups[(item.slot, item.interval_ms)].append(item)
     adapt = connection.ops.adapt_datetimefield_value
     table = connection.ops.quote_name(AlertRule._meta.db_table)
-    claimed: list[Due] = []
     for (slot, interval_ms), items in groups.items():
         new = next_slot(slot, interval_ms, now)
         for chunk in _chunks(items, CLAIM_CHUNK):
@@ -94,8 +99,7 @@ def claim(due: Sequence[Due], now: datetime) -> list[Due]:
             with connection.cursor() as cursor:
                 cursor.execute(sql, [adapt(new), *(d.rule_id for d in chunk), True, *slot_params])
                 won = {row[0] for row in cursor.fetchall()}
-            claimed.extend(replace(d, next_slot=new) for d in chunk if d.rule_id in won)
-    return claimed
+            yield [replace(d, next_slot=new) for d in chunk if d.rule_id in won]
 
 
 def batches(claimed: Sequence[Due]) -> Iterator[tuple[int | None, list[Due]]]:
