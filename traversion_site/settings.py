@@ -155,7 +155,7 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _db}
 # Celery pool processes run one task at a time in one thread: they keep their connection
-# (and the statements prepared on it) between tasks for this many seconds.
+# between tasks for this many seconds.
 DATABASE_WORKER_CONN_MAX_AGE = _setting("DATABASE_WORKER_CONN_MAX_AGE", env.int, 600, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -37,7 +37,6 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-import psycopg
 import sqlglot
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -45,6 +44,7 @@ from sqlglot import exp
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from alerts.choices import Datasource as DatasourceChoice
+from alerts.choices import RuleHealth
 
 from .base import (
     MAX_LABEL_VALUE,
@@ -635,8 +635,8 @@ def current_dialect() -> str:
 
 # --- execution -------------------------------------------------------------------------
 
-#: run(sql, params, prepare=False, types=False) -> (column names, rows); prepare: a
-#: server-side prepared statement; types: (name, type oid) per column (PostgreSQL only).
+#: run(sql, params, types=False) -> (column names, rows); types: (name, type oid) per
+#: column instead of names (PostgreSQL only).
 Runner = Callable[..., tuple[list[str], list[tuple]]]
 
 
@@ -671,17 +671,8 @@ def _postgres_sandbox() -> Iterator[Runner]:
                     [timeout],
                 )
 
-        def run(
-            sql: str, params: dict, prepare: bool = False, types: bool = False
-        ) -> tuple[list, list[tuple]]:
+        def run(sql: str, params: dict, types: bool = False) -> tuple[list, list[tuple]]:
             try:
-                if prepare:
-                    # A server-side prepared statement (bound parameters, a plan the
-                    # connection keeps for the next tenant with the same rules).
-                    with psycopg.Cursor(connection.connection) as cursor:
-                        cursor.execute(sql, params, prepare=True)
-                        columns = [column.name for column in cursor.description]
-                        return columns, cursor.fetchmany(MAX_ROWS + 1)
                 with connection.cursor() as cursor:
                     cursor.execute(sql, params)
                     if types:  # (name, type oid) per column
@@ -689,7 +680,7 @@ def _postgres_sandbox() -> Iterator[Runner]:
                     else:
                         columns = [column[0] for column in cursor.description]
                     return columns, cursor.fetchmany(MAX_ROWS + 1)
-            except (DatabaseError, psycopg.Error) as exc:
+            except DatabaseError as exc:
                 # A failed statement aborts the subtransaction: start a fresh one.
                 transaction.savepoint_rollback(savepoint)
                 enter()
@@ -711,7 +702,7 @@ def _sqlite_sandbox() -> Iterator[Runner]:
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA query_only = ON")
 
-    def run(sql: str, params: dict, prepare: bool = False, types: bool = False) -> tuple:
+    def run(sql: str, params: dict, types: bool = False) -> tuple:
         deadline = time.monotonic() + timeout
         raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
@@ -879,8 +870,6 @@ MAX_DESCRIPTIONS = COMPILE_CACHE_SIZE
 
 
 def _may_share(rule: AlertRule, query: CompiledQuery) -> bool:
-    from alerts.choices import RuleHealth
-
     return (
         settings.ALERT_SQL_SHARED_SCANS
         and query.shared_sql is not None
@@ -1055,7 +1044,7 @@ def _run_merged(
     grouped = bool(queries[0].merge.key[1])
     try:
         names = [[name for name, _ in _describe(run, query, tenant_id)] for query in queries]
-        columns, rows = run(merged_statement(queries), {"tenant": tenant_id}, prepare=True)
+        columns, rows = run(merged_statement(queries), {"tenant": tenant_id})
     except (QueryError, DatabaseError) as exc:
         logger.info(
             "merged pass of %d rules of tenant %s failed (%s); sharing a scan instead",
@@ -1093,7 +1082,7 @@ def _run_shared(
     queries = [compiled[rule.pk] for rule in rules]
     try:
         descriptions = [_describe(run, query, tenant_id) for query in queries]
-        _, rows = run(shared_statement(queries), {"tenant": tenant_id}, prepare=True)
+        _, rows = run(shared_statement(queries), {"tenant": tenant_id})
         by_index = {index: records for index, records in rows}
         decoded = [_decode(descriptions[i], by_index.get(i)) for i in range(len(queries))]
     except (QueryError, DatabaseError, ValueError) as exc:

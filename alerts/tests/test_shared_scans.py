@@ -426,13 +426,13 @@ def test_a_group_that_timed_out_runs_in_the_next_tier_for_a_while(data, monkeypa
     merged_runs = []
 
     def once(run):
-        def slow_merged_pass(sql, params, prepare=False, types=False):
+        def slow_merged_pass(sql, params, types=False):
             if "FILTER (WHERE" in sql and '"__trv_n0"' in sql:
                 merged_runs.append(sql)
                 raise sqlsource.QueryError(
                     "the query was cancelled after ALERT_SQL_TIMEOUT_MS=5000 ms"
                 )
-            return run(sql, params, prepare=prepare, types=types)
+            return run(sql, params, types=types)
 
         results = {}
         alone = sqlsource._run_together(slow_merged_pass, tenant_a.pk, rules, compiled_, results)

@@ -1,8 +1,7 @@
 """A worker keeps its database connection between tasks, and replaces one that died.
 
 Celery's Django fix-up would close the connection around every task; the worker keeps
-it (DATABASE_WORKER_CONN_MAX_AGE) so that a tenant's prepared statements and the
-connection set-up are not paid per task. A connection PostgreSQL terminated (a restart,
+it (DATABASE_WORKER_CONN_MAX_AGE) so that the connection set-up is not paid per task. A connection PostgreSQL terminated (a restart,
 a failover, an administrator) must not fail more than the task that found it dead.
 """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from django.conf import settings
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from bench._support import Server, app_env, get
+from conftest import require_postgresql
 from tenants.models import ApiKey
 
 from .helpers import parse, sample_sums
@@ -23,11 +23,9 @@ ENDPOINT = "/api/v1/api-keys/"
 def live_database_url() -> str:
     """The pytest-django test database, which the gunicorn workers share with the test."""
     db = settings.DATABASES["default"]
-    if db["ENGINE"].rsplit(".", 1)[-1] != "postgresql":
-        message = "the multiprocess test runs against PostgreSQL (DATABASE_URL=postgres://...)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_postgresql(
+        "the multiprocess test runs against PostgreSQL (DATABASE_URL=postgres://...)"
+    )
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     return (
         f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:"

@@ -12,6 +12,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from bench._support import free_port
+from conftest import require_postgresql
 from metrics import security, storage, system
 from metrics.collectors import REGISTRY as SCRAPE_GAUGES
 from tenants.models import Tenant
@@ -64,8 +65,7 @@ def test_database_gauges_are_cached_for_the_interval(fresh, tenant_a, django_ass
 
 
 def test_postgres_connection_counts(fresh, settings):
-    if connection.vendor != "postgresql":
-        pytest.skip("pg_stat_activity needs PostgreSQL")
+    require_postgresql("pg_stat_activity needs PostgreSQL")
     db = settings.DATABASES["default"]
     params = {"dbname": db["NAME"], "user": db["USER"], "host": db["HOST"], "port": db["PORT"]}
     before = scrape()
