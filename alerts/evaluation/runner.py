@@ -23,6 +23,7 @@ from alerts.choices import RuleHealth
 from alerts.models import AlertRule
 from metrics.catalogue import ALERT_EVALUATION_DURATION, ALERT_EVALUATIONS
 from metrics.labels import tenant_label
+from tenants.models import Tenant
 
 from . import get_datasource
 from .base import QueryError, Result
@@ -88,10 +89,22 @@ def _apply(rules: Sequence[AlertRule], results: dict[int, Result], now: datetime
 
 def _load(rule_ids: Iterable[int]) -> list[AlertRule]:
     unpolled = _unpolled()
-    rules = AlertRule.objects.filter(pk__in=list(rule_ids), enabled=True).exclude(
-        datasource__in=unpolled
+    rules = list(
+        AlertRule.objects.filter(pk__in=list(rule_ids), enabled=True)
+        .exclude(datasource__in=unpolled)
+        .order_by("pk")
     )
-    return list(rules.select_related("tenant").order_by("pk"))
+    # A batch is one tenant's rules: its Tenant is read once and shared by them, not
+    # joined and built again for every rule (select_related).
+    tenants = Tenant.objects.in_bulk({rule.tenant_id for rule in rules} - {None})
+    loaded = []
+    for rule in rules:
+        if rule.tenant_id is not None:
+            if rule.tenant_id not in tenants:
+                continue  # deleted since the first read (its rules go with it)
+            rule.tenant = tenants[rule.tenant_id]
+        loaded.append(rule)
+    return loaded
 
 
 def _unpolled() -> list[str]:

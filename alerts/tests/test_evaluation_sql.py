@@ -214,3 +214,26 @@ def test_disabled_and_external_rules_are_not_evaluated(tenant_a):
     disabled = make_rule(tenant_a, name="off", enabled=False)
     external = make_rule(tenant_a, name="pushed", datasource="external", query="")
     assert evaluate_rules([disabled.pk, external.pk]) == []
+
+
+def test_a_batch_reads_its_tenant_once_and_shares_it(tenant_a, django_assert_num_queries):
+    from alerts.evaluation.runner import _load
+
+    rules = [
+        make_rule(tenant_a, name=f"r{i}", query="SELECT count(*) AS value FROM events")
+        for i in range(5)
+    ]
+    with django_assert_num_queries(2):  # the rules, then their tenant
+        loaded = _load(rule.pk for rule in rules)
+    assert [rule.pk for rule in loaded] == sorted(rule.pk for rule in rules)
+    assert all(rule.tenant is loaded[0].tenant for rule in loaded)
+    assert loaded[0].tenant.pk == tenant_a.pk
+
+
+def test_a_rule_whose_tenant_vanished_between_the_reads_is_left_out(tenant_a, monkeypatch):
+    from alerts.evaluation import runner
+    from tenants.models import Tenant
+
+    rule = make_rule(tenant_a, query="SELECT count(*) AS value FROM events")
+    monkeypatch.setattr(Tenant.objects, "in_bulk", lambda ids: {})
+    assert runner._load([rule.pk]) == []
