@@ -56,6 +56,7 @@ def test_evaluation_scale_scenario(redis_url):
         "--events", "500", "--audit", "200", "--passes", "1",
     )  # fmt: skip
     assert "prepared 2 tenants x 5 rules = 10 rules, 500 events, 200 audit rows" in out
+    assert "calibration: one indexed rule query " in out
     table = [line.split() for line in out.splitlines()]
     rows = [r[:3] for r in table if r[:1] in (["4"], ["10"]) and r[1:2] in (["off"], ["on"])]
     assert rows == [["4", "off", "1"], ["10", "off", "1"], ["4", "on", "1"], ["10", "on", "1"]]
