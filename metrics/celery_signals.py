@@ -19,6 +19,7 @@ import os
 
 from celery import signals
 
+from . import buffered
 from .catalogue import CELERY_TASKS
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ def on_worker_init(sender=None, **kwargs) -> None:
 
 
 def on_worker_process_shutdown(pid=None, **kwargs) -> None:
-    """A pool child exits: its live gauges must stop counting (counters stay)."""
+    """A pool child exits: its pending counts are written (it leaves with os._exit, which
+    skips atexit), and its live gauges must stop counting (counters stay)."""
+    buffered.flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

@@ -21,6 +21,7 @@ from functools import lru_cache
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
+from . import buffered
 from .collectors import ScrapeGaugeCollector
 from .multiprocess_text import FAST_TYPES, MultiProcessTextRenderer
 
@@ -102,5 +103,6 @@ def render_metrics() -> bytes:
     """
     if not multiprocess_dir():
         return generate_latest(scrape_registry())
+    buffered.flush()  # this process's own counts are never behind
     renderer, others = _multiprocess_parts()
     return renderer.render().encode() + generate_latest(others)

@@ -247,6 +247,9 @@ GRAFANA_TOKEN = env.str("GRAFANA_TOKEN", default="")
 ENABLE_METRICS = _bool("ENABLE_METRICS", True)
 METRICS_COLLECTION_INTERVAL = _setting("METRICS_COLLECTION_INTERVAL", env.int, 10_000, minimum=0)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Multiprocess mode: counter and histogram increments are written to the shared files
+# every this many ms (metrics/buffered.py); 0 writes each one at once.
+METRICS_FLUSH_INTERVAL = _setting("METRICS_FLUSH_INTERVAL", env.int, 1_000, minimum=0)
 # traversion_auth_failures_by_ip_total names this many top offending client IPs (by failed
 # logins over the last hour); every other failure is counted as ip_address="other".
 METRICS_AUTH_FAILURE_IPS = _setting("METRICS_AUTH_FAILURE_IPS", env.int, 20, minimum=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,20 +59,43 @@ def per_process_counts(directory: Path) -> dict[str, float]:
     return counts
 
 
-@pytest.mark.parametrize("worker_class", ["uvicorn_worker.UvicornWorker", "sync"])
-def test_three_workers_count_every_request_once(tmp_path, redis_url, tenant_a, worker_class):
+def scrape_until(port: int, count: int, deadline: float) -> tuple[dict, list[float]]:
+    """Scrape until the requests counter reaches `count` (the other workers write their
+    increments every METRICS_FLUSH_INTERVAL); returns the last families and every count
+    seen."""
+    seen = []
+    stop = time.monotonic() + deadline
+    while True:
+        status, body = get(port, "/metrics")
+        assert status == 200
+        families = parse(body.decode())
+        requests = families["traversion_http_requests_total"]
+        seen.append(sample_sums(requests, "traversion_http_requests_total", endpoint=ENDPOINT))
+        if seen[-1] >= count or time.monotonic() > stop:
+            return families, seen
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "flush_interval"),
+    [("uvicorn_worker.UvicornWorker", "1000"), ("sync", "1000"), ("sync", "0")],
+)
+def test_three_workers_count_every_request_once(
+    tmp_path, redis_url, tenant_a, worker_class, flush_interval
+):
     _, raw_key = ApiKey.issue(tenant_a, "scraper", role="admin")
     headers = {"Authorization": f"Api-Key {raw_key}"}
-    with Server(server_env(tmp_path, redis_url), workers=3, worker_class=worker_class) as server:
+    env = server_env(tmp_path, redis_url, METRICS_FLUSH_INTERVAL=flush_interval)
+    with Server(env, workers=3, worker_class=worker_class) as server:
         with ThreadPoolExecutor(max_workers=6) as pool:
             statuses = list(pool.map(lambda _: get(server.port, ENDPOINT, headers)[0], range(300)))
         assert statuses == [200] * 300
-        status, body = get(server.port, "/metrics")
-    assert status == 200
-    families = parse(body.decode())
+        families, seen = scrape_until(server.port, 300, deadline=5.0)
+    assert seen[-1] == 300 and max(seen) == 300, seen  # every request, counted once
+    if flush_interval == "0":
+        assert seen == [300]  # written at once: the first scrape has them all
 
     requests = families["traversion_http_requests_total"]
-    assert sample_sums(requests, "traversion_http_requests_total", endpoint=ENDPOINT) == 300
     assert (
         sample_sums(
             requests,
