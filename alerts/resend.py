@@ -3,7 +3,9 @@
 Only rows that did not reach anyone are sent again: `failed`, or suppressed by a silence
 or by the cooldown. The row goes back to `queued` and its group is scheduled through the
 normal delivery path (alerts.delivery), so the claim, the retries and the ledger work as
-for any notification; a sent row is never sent twice.
+for any notification: `attempts` starts again from 0 (the note in `last_error` keeps how
+many there were), so a resend gets ALERT_DELIVERY_MAX_ATTEMPTS attempts of its own. A
+sent row is never sent twice.
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ def resend(row: Notification) -> None:
     from .delivery import schedule
 
     with transaction.atomic():
-        note = f"resent on request; was {row.status}" + (
+        tried = f" after {row.attempts} attempts" if row.attempts else ""
+        note = f"resent on request; was {row.status}{tried}" + (
             f": {row.last_error}" if row.last_error else ""
         )
+        # A fresh retry budget: a row that failed after its last attempt would otherwise
+        # be given up at the first error of the resend. The note keeps the old count.
         updated = Notification.objects.filter(pk=row.pk, status__in=RESENDABLE).update(
             status=NotificationStatus.QUEUED,
             next_attempt_at=None,
+            attempts=0,
             last_error=note[:LAST_ERROR_LIMIT],
         )
         if not updated:

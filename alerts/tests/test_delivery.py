@@ -285,3 +285,26 @@ def test_the_recovery_runs_on_beat_and_both_tasks_are_registered():
     task = app.tasks[DELIVER_GROUP_TASK]
     assert task.acks_late is True
     assert django_settings.CELERY_TASK_REJECT_ON_WORKER_LOST is True
+
+
+@pytest.mark.django_db
+def test_a_resent_row_gets_a_fresh_retry_budget(tenant_a, http_receiver):
+    from alerts.resend import resend
+
+    slack = http_receiver(default=Reply(500, "rollup_error"))
+    rule, _ = slack_rule(tenant_a, slack.url)
+    group = queued_group(fire(rule))
+    assert [o.result for o in drain(group)] == ["retry", "retry", "failed"]
+    [row] = rows_of(group)
+    assert (row.status, row.attempts) == (NotificationStatus.FAILED, 3)
+
+    # Slack recovers after one more error: the resend retries instead of giving up.
+    slack.default = Reply(200, "ok")
+    slack.script(Reply(500, "rollup_error"))
+    resend(row)
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (NotificationStatus.QUEUED, 0)
+    assert row.last_error.startswith("resent on request; was failed after 3 attempts: ")
+    assert [o.result for o in drain(group)] == ["retry", "sent"]
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (NotificationStatus.SENT, 2)
