@@ -11,7 +11,7 @@ gunicorn.conf.py and the same worker class. Endpoints:
 
 Built to resolve a difference of 2 % on a machine other workloads share. The servers
 are pinned to one CPU and the load clients to the others (`--pin auto`, with 2+ CPUs).
-Each of many short slices (default 60 x 1 s per endpoint) loads both servers at once,
+Each of many short slices (default 120 x 1 s per endpoint) loads both servers at once,
 each from a client process of its own with the same closed-loop load: the two servers
 share one CPU in the same time window, so whatever else runs on the machine slows both
 alike, and the kernel's fair share gives each the same CPU time, which makes the
@@ -50,7 +50,7 @@ from . import _support as support
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rounds", type=int, default=60, help="paired slices per endpoint (60)")
+    parser.add_argument("--rounds", type=int, default=120, help="paired slices per endpoint (120)")
     parser.add_argument("--seconds", type=float, default=1.0, help="load per slice (default 1)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up load per server")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers per server")
