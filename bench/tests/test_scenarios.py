@@ -75,3 +75,16 @@ def test_alert_storm_scenario(redis_url):
     assert row(out, "groups per channel type")[1] == "slack 4, webhook 4"
     assert row(out, "alerts listed in webhook POSTs")[1] == "40"
     assert row(out, "POSTs received")[1] == "slack 4, webhook 4"
+
+
+def test_ingest_scenario(redis_url):
+    out = run_scenario(
+        redis_url, "ingestbench", "ingest", "--seconds", "1", "--batches", "10,50",
+        "--workers", "1", "--concurrency", "2", "--celery-concurrency", "1",
+        "--steady-rate", "200",
+    )  # fmt: skip
+    for label in ("ingest, batch 10", "ingest, batch 50", "causality, drain backlog"):
+        events_per_second = row(out, label)[1].replace(",", "")
+        assert float(events_per_second) > 0, row(out, label)
+    assert row(out, "steady, ingest 200 ev/s (worker on)")
+    assert "lag p50" in row(out, "steady, causality lag")[-1]
