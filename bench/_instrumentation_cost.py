@@ -1,9 +1,11 @@
 """The metrics code alone, timed in a process of its own (prints one JSON line).
 
 The middleware pair around a resolved request, and the execute wrapper (the
-traversion_storage_* and django_db_* families) around a statement that costs nothing, in multiprocess mode (memory-mapped files, as under
-gunicorn): an upper bound of what metrics add to a request, free of the noise of
-serving and loading over the network.
+traversion_storage_* and django_db_* families) around a statement that costs nothing,
+in multiprocess mode as under gunicorn (with the batched writes of metrics/buffered.py),
+free of the noise of serving and loading over the network. Inside a real request the
+same code costs several times more (docs/BENCHMARKS.md, "Request overhead"): this is
+the floor, not the cost.
 """
 
 from __future__ import annotations
